@@ -1,0 +1,161 @@
+"""The one place that says how a raw network output becomes embeddings, bandwidths and seeds.
+
+Every component (loss, clustering, oracle, test-time augmentation) goes through these functions, so the
+channel layout and the units are defined once.
+
+Layout of a raw prediction (channel-first, with or without a batch dimension)::
+
+    channels [0, D)            raw offsets, one per spatial axis (D = spatial_dims)
+    channels [D, D + n_sigma)  raw log-bandwidths (n_sigma = D, or 1 for an isotropic bandwidth)
+    channel  D + n_sigma       seed logit
+
+Units: embeddings live in **physical units relative to the pixel**. With ``spacing = (s_0, ..., s_{D-1})``
+(1 per axis when ``None``) and ``unit = min(spacing)``::
+
+    embedding_d = s_d * x_d + offset_scale * unit * raw_offset_d
+    sigma_d     = sigma_scale * unit * exp(raw_sigma_d)
+    seed        = sigmoid(raw_seed)
+
+so a network output means the same thing on a 256^2 crop and on a 2048^2 image (no image-size grid), and
+translating the image translates the embeddings (sliding windows stitch without seams).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "OFFSET_SCALE",
+    "SIGMA_SCALE",
+    "resolve_spacing",
+    "pixel_coordinates",
+    "n_sigma_of",
+    "decode_prediction",
+    "encode_prediction",
+]
+
+#: default offset scale (in units of the smallest voxel edge) applied to raw offsets
+OFFSET_SCALE = 16.0
+#: default bandwidth scale (in units of the smallest voxel edge) applied to exp(raw sigma)
+SIGMA_SCALE = 4.0
+
+
+def resolve_spacing(spacing: Sequence[float] | float | None, spatial_dims: int) -> tuple[float, ...]:
+    """Return ``spacing`` as a tuple of ``spatial_dims`` positive floats (``None`` means 1 per axis).
+
+    Raises:
+        ValueError: wrong length, or a non-positive or non-finite value.
+    """
+    if spacing is None:
+        return (1.0,) * spatial_dims
+    if isinstance(spacing, (int, float)):
+        spacing = (float(spacing),) * spatial_dims
+    out = tuple(float(s) for s in spacing)
+    if len(out) != spatial_dims:
+        raise ValueError(f"spacing {tuple(spacing)} has {len(out)} values, expected {spatial_dims} (one per spatial axis).")
+    if not all(s > 0 and s < float("inf") for s in out):
+        raise ValueError(f"spacing must be positive and finite, got {out}.")
+    return out
+
+
+def pixel_coordinates(
+    spatial_shape: Sequence[int],
+    spacing: Sequence[float] | float | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Physical coordinates of every pixel.
+
+    Args:
+        spatial_shape: ``(*spatial)``, 2 or 3 values.
+        spacing: physical size of a pixel per axis (``None``: 1).
+
+    Returns:
+        tensor ``(D, *spatial)`` with ``out[d, ...] = s_d * index_d``.
+    """
+    spatial_dims = len(spatial_shape)
+    sp = resolve_spacing(spacing, spatial_dims)
+    axes = [torch.arange(n, device=device, dtype=dtype) * s for n, s in zip(spatial_shape, sp)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
+
+
+def n_sigma_of(num_channels: int, spatial_dims: int) -> int:
+    """Number of bandwidth channels in a raw prediction with ``num_channels`` channels.
+
+    Raises:
+        ValueError: the count is neither ``2 * D + 1`` nor ``D + 2``.
+    """
+    n_sigma = num_channels - spatial_dims - 1
+    if n_sigma not in (1, spatial_dims):
+        raise ValueError(
+            f"a {spatial_dims}D EmbedSeg prediction has {2 * spatial_dims + 1} channels (offsets, sigmas, seed) "
+            f"or {spatial_dims + 2} (isotropic sigma); got {num_channels}."
+        )
+    return n_sigma
+
+
+def decode_prediction(
+    pred: torch.Tensor,
+    spacing: Sequence[float] | float | None = None,
+    offset_scale: float = OFFSET_SCALE,
+    sigma_scale: float = SIGMA_SCALE,
+    batched: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Turn a raw prediction into embeddings, bandwidths and seed probabilities.
+
+    Args:
+        pred: ``(B, C, *spatial)`` if ``batched`` else ``(C, *spatial)``, C = ``2D+1`` or ``D+2``.
+        spacing: physical pixel size per axis.
+
+    Returns:
+        ``embedding (B, D, *spatial)``, ``sigma (B, D, *spatial)`` (broadcast when n_sigma = 1) and
+        ``seed (B, 1, *spatial)`` in [0, 1]; without the batch dimension when ``batched`` is False.
+    """
+    if not batched:
+        emb, sig, seed = decode_prediction(pred[None], spacing, offset_scale, sigma_scale, batched=True)
+        return emb[0], sig[0], seed[0]
+    spatial_dims = pred.ndim - 2
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"expected a prediction (B, C, *spatial) with 2 or 3 spatial dims, got shape {tuple(pred.shape)}.")
+    n_sigma = n_sigma_of(pred.shape[1], spatial_dims)
+    sp = resolve_spacing(spacing, spatial_dims)
+    unit = min(sp)
+    coords = pixel_coordinates(pred.shape[2:], sp, device=pred.device, dtype=pred.dtype)
+    embedding = coords[None] + offset_scale * unit * pred[:, :spatial_dims]
+    sigma = sigma_scale * unit * torch.exp(pred[:, spatial_dims : spatial_dims + n_sigma])
+    if n_sigma == 1:
+        sigma = sigma.expand(-1, spatial_dims, *pred.shape[2:])
+    seed = torch.sigmoid(pred[:, -1:])
+    return embedding, sigma, seed
+
+
+def encode_prediction(
+    embedding: torch.Tensor,
+    sigma: torch.Tensor,
+    seed: torch.Tensor,
+    spacing: Sequence[float] | float | None = None,
+    offset_scale: float = OFFSET_SCALE,
+    sigma_scale: float = SIGMA_SCALE,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Inverse of :func:`decode_prediction` for one image (no batch dimension).
+
+    Args:
+        embedding: ``(D, *spatial)`` physical embedding positions.
+        sigma: ``(D, *spatial)`` or ``(1, *spatial)`` positive bandwidths.
+        seed: ``(1, *spatial)`` probabilities in [0, 1] (clamped to ``[eps, 1 - eps]``).
+
+    Returns:
+        raw prediction ``(D + n_sigma + 1, *spatial)``.
+    """
+    spatial_dims = embedding.shape[0]
+    sp = resolve_spacing(spacing, spatial_dims)
+    unit = min(sp)
+    coords = pixel_coordinates(embedding.shape[1:], sp, device=embedding.device, dtype=embedding.dtype)
+    raw_off = (embedding - coords) / (offset_scale * unit)
+    raw_sig = torch.log(sigma / (sigma_scale * unit))
+    seed = seed.clamp(eps, 1 - eps)
+    raw_seed = torch.log(seed) - torch.log1p(-seed)
+    return torch.cat([raw_off, raw_sig, raw_seed], dim=0)
