@@ -1,1 +1,3 @@
-"""engines."""
+"""Engine utilities for EmbedSeg training and evaluation."""
+
+from .prepare_batch import PrepareBatchEmbedSeg

@@ -1,1 +1,6 @@
-"""handlers."""
+"""Ignite handlers: loss-term logging, TensorBoard instance panels, resuming."""
+
+from .instance_panels import InstancePanelsHandler, instance_colors, middle_slice
+from .ap_report import APReportHandler, format_ap_table, write_ap_tables
+from .loss_terms import LossTermsHandler
+from .resume import ResumeHandler, latest_checkpoint

@@ -14,6 +14,7 @@ _EXPORTS = {
     'decode_prediction': 'embedding',
     'encode_prediction': 'embedding',
     'oracle_prediction': 'oracle',
+    'load_weights': 'checkpoint',
 }
 
 __all__ = sorted(_EXPORTS)

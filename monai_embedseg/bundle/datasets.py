@@ -1,0 +1,80 @@
+"""Dataset preparation for bundles: generate or check the data, build train/val/test lists, deduce properties."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from monai_embedseg.data.datalist import release_datalist, split_train_val
+from monai_embedseg.data.properties import compute_dataset_properties, load_properties, save_properties
+
+__all__ = ["ensure_dataset", "training_datalists", "test_datalist", "prepare_properties", "read_properties"]
+
+PROPERTIES_FILE = "dataset_properties.json"
+logger = logging.getLogger(__name__)
+
+
+def ensure_dataset(dataset_dir: str, synthetic: str | None = None, **synthetic_kwargs) -> str:
+    """Return ``dataset_dir`` once it holds a release-layout dataset (``train/images``, ``train/masks``).
+
+    Args:
+        dataset_dir: the dataset folder.
+        synthetic: if given (``"nuclei_2d"``, ``"worms_2d"``, ``"cells_3d"``) and the folder is empty or missing,
+            generate that synthetic dataset there (seeded, offline) with ``write_synthetic_dataset``.
+        synthetic_kwargs: passed to ``write_synthetic_dataset`` (``n_train``, ``n_test``, ``shape``, ``seed``).
+
+    Raises:
+        FileNotFoundError: no data and nothing to generate (the message says how to get the data).
+    """
+    root = Path(dataset_dir)
+    if (root / "train" / "images").is_dir():
+        return str(root)
+    if synthetic is not None:
+        from monai_embedseg.data.synthetic import write_synthetic_dataset
+
+        logger.info(f"generating the synthetic '{synthetic}' dataset in {root}")
+        write_synthetic_dataset(str(root), kind=synthetic, **synthetic_kwargs)
+        return str(root)
+    raise FileNotFoundError(
+        f"no dataset in {root} (expected {root}/train/images and {root}/train/masks); run the bundle's 'prepare' "
+        "step to download it, or pass --dataset_dir pointing at a folder in the EmbedSeg release layout."
+    )
+
+
+def training_datalists(dataset_dir: str, val_fraction: float = 0.15, seed: int = 1000, one_hot: str | bool = "auto"):
+    """Train and validation lists: ``<dataset_dir>/val`` when present, else a seeded split of ``train``.
+
+    Returns:
+        ``{"train": [...], "val": [...]}``, each a list of dicts with ``image``, ``label`` (and ``label_onehot``).
+    """
+    train = release_datalist(dataset_dir, "train", one_hot=one_hot)
+    if (Path(dataset_dir) / "val" / "images").is_dir():
+        return {"train": train, "val": release_datalist(dataset_dir, "val", one_hot=one_hot)}
+    train, val = split_train_val(train, val_fraction=val_fraction, seed=seed)
+    return {"train": train, "val": val}
+
+
+def test_datalist(dataset_dir: str, one_hot: str | bool = "auto") -> list[dict]:
+    """The ``test`` split of a release-layout dataset."""
+    return release_datalist(dataset_dir, "test", one_hot=one_hot)
+
+
+def prepare_properties(
+    datalists: dict, output_dir: str, spacing: Sequence[float] | None = None, label_key: str = "label"
+) -> dict:
+    """Deduce the dataset properties from the train + val masks and save them as JSON in ``output_dir``.
+
+    The file (``dataset_properties.json``) sits beside the checkpoints so inference uses the same crop size and
+    minimum object size. It is rewritten on every training start (it belongs to the run, not to the user).
+    """
+    files = [item[label_key] for split in ("train", "val") for item in datalists.get(split, [])]
+    props = compute_dataset_properties(files, spacing=spacing, one_hot=label_key != "label")
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    save_properties(props, str(Path(output_dir) / PROPERTIES_FILE), overwrite=True)
+    return props
+
+
+def read_properties(output_dir: str) -> dict:
+    """Load ``dataset_properties.json`` written by training into ``output_dir`` (clear error when missing)."""
+    return load_properties(str(Path(output_dir) / PROPERTIES_FILE))

@@ -1,0 +1,219 @@
+"""Command line: ``monai-embedseg {demo,segment,evaluate,properties}`` (also ``python -m monai_embedseg``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "segment", "evaluate", "demo"]
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _collect_images(inputs: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if _is_image(p)))
+        elif _is_image(path):
+            files.append(path)
+        elif not path.exists():
+            raise FileNotFoundError(f"input {path} does not exist.")
+        else:
+            raise ValueError(f"input {path} is not a TIFF or NIfTI image ({', '.join(IMAGE_SUFFIXES)}).")
+    if not files:
+        raise ValueError(f"no TIFF or NIfTI images found in {', '.join(inputs)}.")
+    return files
+
+
+def segment(
+    inputs: Sequence[str],
+    bundle: str,
+    output_dir: str,
+    checkpoint: str | None = None,
+    properties: str | None = None,
+    tta: bool = True,
+    roi_size: Sequence[int] | None = None,
+    overwrite: bool = False,
+    device: str | None = None,
+    image_channel_dim: int | None = None,
+) -> list[Path]:
+    """Segment images with a bundle's network and a checkpoint; write ``<name>_labels.tif`` into ``output_dir``.
+
+    Args:
+        inputs: image files (``.tif``, ``.nii.gz``) or folders of them, each ``(*spatial)`` or ``(C, *spatial)``.
+        bundle: bundle folder; its ``configs/inference.json`` gives the network, spacing and thresholds.
+        checkpoint: weights (default ``<bundle>/models/model.pt``).
+        properties: ``dataset_properties.json`` written by training (default: beside the checkpoint); gives the
+            minimum object size.
+        tta: test-time augmentation (8 transforms in 2D, 16 in 3D).
+        roi_size: sliding-window tile size (default: the bundle's ``roi_size``).
+
+    Returns:
+        the written label files (uint16 label maps ``(*spatial)``).
+    """
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.transforms import LoadImage
+    from tqdm import tqdm
+
+    from monai_embedseg.bundle.datasets import PROPERTIES_FILE
+    from monai_embedseg.bundle.pipelines import infer_transforms
+    from monai_embedseg.data.io import TiffReader, write_tiff
+    from monai_embedseg.data.properties import load_properties
+    from monai_embedseg.inferers import EmbedSegInferer
+    from monai_embedseg.transforms.cluster import EmbedSegCluster
+    from monai_embedseg.utils.checkpoint import load_weights
+
+    config_file = Path(bundle) / "configs" / "inference.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{bundle} is not a bundle folder: {config_file} does not exist.")
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle)
+    checkpoint = Path(checkpoint) if checkpoint else Path(bundle) / "models" / "model.pt"
+    properties = Path(properties) if properties else checkpoint.parent / PROPERTIES_FILE
+    props = load_properties(str(properties))
+    files = _collect_images(inputs)
+    out_dir = Path(output_dir)
+    targets = [out_dir / f"{_stem(f)}_labels.tif" for f in files]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --overwrite to replace.")
+
+    dev = torch.device(device) if device else parser.get_parsed_content("device")
+    network = load_weights(parser.get_parsed_content("network_def"), checkpoint, map_location="cpu").to(dev).eval()
+    spacing = parser.get_parsed_content("spacing")
+    inferer = EmbedSegInferer(roi_size=roi_size or parser.get_parsed_content("roi_size"), sw_batch_size=4, tta=tta)
+    cluster = EmbedSegCluster(
+        spacing=spacing,
+        seed_thresh=parser.get_parsed_content("seed_thresh"),
+        fg_thresh=parser.get_parsed_content("fg_thresh"),
+        min_object_size=int(props["min_object_size"]),
+    )
+    preprocess = infer_transforms(image_channel_dim=image_channel_dim)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src, dst in tqdm(list(zip(files, targets)), desc="segment", unit="image"):
+        image = preprocess({"image": str(src)})["image"]
+        with torch.no_grad():
+            pred = inferer(torch.as_tensor(image)[None].to(dev), network)[0]
+        labels = cluster(pred)
+        write_tiff(str(dst), labels[0].cpu().numpy().astype("uint16"), overwrite=overwrite)
+        written.append(dst)
+    return written
+
+
+def evaluate(pred_dir: str, mask_dir: str, output_dir: str | None = None, suffix: str = "_labels") -> dict:
+    """AP_dsb of ``<pred_dir>/<name>_labels.tif`` against ``<mask_dir>/<name>.tif`` at IoU 0.5..0.9.
+
+    Returns:
+        ``{"pooled": (T,), "by_image": (T,)}``; prints the table; writes CSVs to ``output_dir`` if given.
+    """
+    import tempfile
+
+    from monai_embedseg.data.io import read_tiff
+    from monai_embedseg.handlers.ap_report import format_ap_table, write_ap_tables
+
+    masks = {_stem(p): p for p in Path(mask_dir).iterdir() if _is_image(p)} if Path(mask_dir).is_dir() else None
+    if masks is None:
+        raise FileNotFoundError(f"mask folder {mask_dir} does not exist.")
+    preds = {_stem(p)[: -len(suffix)]: p for p in Path(pred_dir).glob(f"*{suffix}.tif*")}
+    if not preds:
+        raise ValueError(f"no '*{suffix}.tif' predictions in {pred_dir}.")
+    unmatched = sorted(set(preds) - set(masks))
+    if unmatched:
+        raise ValueError(f"predictions without a mask in {mask_dir}: {', '.join(unmatched[:5])}")
+    names = sorted(preds)
+    truth = [read_tiff(str(masks[n])) for n in names]
+    pred = [read_tiff(str(preds[n])) for n in names]
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = write_ap_tables(names, truth, pred, output_dir or tmp)
+    print(format_ap_table(summary))
+    return summary
+
+
+def demo(bundle: str | None = None, epochs: int | None = None, output_dir: str | None = None) -> None:
+    """Train, evaluate and run inference with the offline ``synthetic_2d`` bundle (data generated on first run)."""
+    from monai.bundle import run
+
+    from monai_embedseg.bundle.paths import bundle_path
+
+    root = Path(bundle or bundle_path("synthetic_2d"))
+    configs = root / "configs"
+    overrides: dict = {"bundle_root": str(root)}
+    if output_dir:
+        overrides["output_dir"] = output_dir
+    train_overrides = dict(overrides, **({"epochs": epochs} if epochs else {}))
+    run("training", config_file=str(configs / "train.json"), logging_file=str(configs / "logging.conf"),
+        meta_file=str(configs / "metadata.json"), **train_overrides)
+    run("evaluating", config_file=[str(configs / "train.json"), str(configs / "evaluate.json")],
+        logging_file=str(configs / "logging.conf"), meta_file=str(configs / "metadata.json"), **overrides)
+    run("inference", config_file=str(configs / "inference.json"), logging_file=str(configs / "logging.conf"),
+        meta_file=str(configs / "metadata.json"), **dict(overrides, overwrite=True))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``monai-embedseg`` console script."""
+    parser = argparse.ArgumentParser(prog="monai-embedseg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="train, evaluate and segment the offline synthetic 2D demo bundle")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--output_dir", default=None)
+    p.add_argument("--bundle", default=None)
+
+    p = sub.add_parser("segment", help="segment TIFF/NIfTI images with a trained bundle")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--bundle", required=True, help="bundle folder (configs/inference.json)")
+    p.add_argument("--output", required=True, help="output folder for <name>_labels.tif")
+    p.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
+    p.add_argument("--properties", default=None, help="dataset_properties.json (default beside the checkpoint)")
+    p.add_argument("--no-tta", dest="tta", action="store_false", help="disable test-time augmentation")
+    p.add_argument("--tile", type=int, nargs="+", default=None, help="sliding-window tile size per axis")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--device", default=None)
+    p.add_argument("--channel-dim", type=int, default=None, help="channel axis of multi-channel images on disk")
+
+    p = sub.add_parser("evaluate", help="AP_dsb of predicted label TIFFs against masks")
+    p.add_argument("pred_dir")
+    p.add_argument("mask_dir")
+    p.add_argument("--output", default=None, help="folder for ap_per_image.csv and ap_summary.csv")
+
+    p = sub.add_parser("properties", help="dataset properties (crop size, min object size, ...) as JSON")
+    p.add_argument("dataset_dir")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            demo(args.bundle, args.epochs, args.output_dir)
+        elif args.command == "segment":
+            files = segment(args.inputs, args.bundle, args.output, args.checkpoint, args.properties, args.tta,
+                            args.tile, args.overwrite, args.device, args.channel_dim)
+            print(f"wrote {len(files)} label image(s) to {args.output}")
+        elif args.command == "evaluate":
+            evaluate(args.pred_dir, args.mask_dir, args.output)
+        elif args.command == "properties":
+            from monai_embedseg.data.properties import main as properties_main
+
+            return properties_main([args.dataset_dir, *args.rest])
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"monai-embedseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,57 @@
+"""Resume a killed training run from the last epoch checkpoint written by ``CheckpointSaver``."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from ignite.engine import Engine
+from monai.handlers import CheckpointLoader
+
+__all__ = ["latest_checkpoint", "ResumeHandler"]
+
+_EPOCH = re.compile(r"epoch=(\d+)")
+
+
+def latest_checkpoint(save_dir: str | Path, prefix: str = "checkpoint") -> Path | None:
+    """The newest ``<prefix>_epoch=N.pt`` in ``save_dir`` (largest N), or ``None`` when there is none."""
+    found = []
+    for path in Path(save_dir).glob(f"{prefix}*epoch=*.pt"):
+        match = _EPOCH.search(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+class ResumeHandler:
+    """Load model, optimiser, scheduler and trainer state from the last epoch checkpoint when ``enabled``.
+
+    With ``enabled=False`` it does nothing, so bundle configs can always list it and expose ``--resume true``.
+    When enabled and no checkpoint exists yet, training starts from scratch and says so in the log.
+
+    Args:
+        save_dir: folder where ``CheckpointSaver(save_interval=1, epoch_level=True)`` writes ``checkpoint_epoch=N.pt``.
+        load_dict: the same objects as the saver's ``save_dict`` (e.g. model, optimizer, lr_scheduler, trainer).
+        enabled: whether to resume.
+        map_location: passed to ``torch.load`` (e.g. ``"cpu"``).
+    """
+
+    def __init__(self, save_dir: str, load_dict: dict, enabled: bool = False, map_location=None, prefix: str = "checkpoint"):
+        self.save_dir = save_dir
+        self.load_dict = load_dict
+        self.enabled = enabled
+        self.map_location = map_location
+        self.prefix = prefix
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        """Attach a MONAI ``CheckpointLoader`` for the newest checkpoint (if enabled and one exists)."""
+        if not self.enabled:
+            return
+        path = latest_checkpoint(self.save_dir, self.prefix)
+        if path is None:
+            self.logger.warning(f"resume requested but no checkpoint in {self.save_dir}: starting from scratch.")
+            return
+        self.logger.info(f"resuming from {path}")
+        CheckpointLoader(load_path=str(path), load_dict=self.load_dict, map_location=self.map_location).attach(engine)

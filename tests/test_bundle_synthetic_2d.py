@@ -1,0 +1,114 @@
+"""End-to-end runs of the synthetic_2d bundle on a tiny generated dataset (train, resume, evaluate, inference)."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
+
+from monai_embedseg.bundle.paths import bundle_path
+from monai_embedseg.data.io import read_tiff
+
+BUNDLE = Path(bundle_path("synthetic_2d"))
+CONFIGS = BUNDLE / "configs"
+TINY = {
+    "synthetic_kwargs": {"n_train": 4, "n_test": 2, "shape": [64, 64], "seed": 3},
+    "num_samples": 2,
+    "roi_size": [64, 64],
+}
+
+
+def workflow(kind, files, tmp, **overrides):
+    config = [str(CONFIGS / f) for f in files]
+    return ConfigWorkflow(
+        config_file=config if len(config) > 1 else config[0],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type=kind,
+        dataset_dir=str(tmp / "data"),
+        output_dir=str(tmp / "out"),
+        **{**TINY, **overrides},
+    )
+
+
+@pytest.mark.parametrize("kind,files", [("train", ["train.json"]), ("infer", ["inference.json"])])
+def test_check_properties(kind, files, tmp_path):
+    wf = workflow(kind, files, tmp_path)
+    wf.initialize()
+    assert wf.check_properties() == []
+
+
+def test_train_evaluate_infer_and_resume(tmp_path):
+    out = tmp_path / "out"
+    # 1) train 3 epochs but "kill" it after the first one (terminate = the process died after the checkpoint)
+    wf = workflow("train", ["train.json"], tmp_path, epochs=3, val_interval=1)
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())
+    wf.run()
+    assert (out / "checkpoint_epoch=1.pt").is_file()
+    assert (out / "model.pt").is_file()
+    assert (out / "dataset_properties.json").is_file()
+    events = list(out.glob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out)).Reload()
+    tags = acc.Tags()
+    assert {"total", "instance", "variance", "seed", "lr"} <= set(tags["scalars"]), tags["scalars"]
+    assert "val_ap50" in tags["scalars"] and "val/prediction" in tags["images"]
+
+    # 2) resume: continues at epoch 2 and runs epochs 2 and 3 only
+    wf = workflow("train", ["train.json"], tmp_path, epochs=3, val_interval=1, resume=True)
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    started = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(e.state.epoch))
+    wf.run()
+    assert started == [2, 3]
+    assert (out / "checkpoint_epoch=3.pt").is_file() and not (out / "checkpoint_epoch=1.pt").exists()
+
+    # 3) evaluate on the test split: per-image and summary CSVs
+    wf = workflow("eval", ["train.json", "evaluate.json"], tmp_path)
+    wf.initialize()
+    wf.run()
+    with open(out / "ap_summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 9 and all(0.0 <= float(r["AP_dsb_pooled"]) <= 1.0 for r in rows)
+    with open(out / "ap_per_image.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+
+    # 4) inference writes one readable label TIFF per test image, and refuses to overwrite them
+    wf = workflow("infer", ["inference.json"], tmp_path, tta=False)
+    wf.initialize()
+    wf.run()
+    written = sorted((out / "predictions").glob("*_labels.tif"))
+    assert len(written) == 2
+    for path in written:
+        labels = read_tiff(str(path))
+        assert labels.shape == (64, 64) and labels.dtype == np.uint16
+    wf = workflow("infer", ["inference.json"], tmp_path, tta=False)
+    wf.initialize()
+    with pytest.raises(Exception, match="exist"):
+        wf.run()
+
+
+def test_multi_gpu_config_runs_under_torchrun_on_cpu(tmp_path):
+    configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "monai.bundle", "run", "training", "--config_file", configs,
+        "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
+        "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"), "--epochs", "1",
+        "--val_interval", "1", "--num_samples", "2", "--roi_size", "[64,64]",
+        "--synthetic_kwargs", "{'n_train': 4, 'n_test': 2, 'shape': [64, 64], 'seed': 3}",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "out" / "checkpoint_epoch=1.pt").is_file()
