@@ -1,0 +1,139 @@
+"""Centre images: one marked pixel per object, the seed targets of EmbedSeg."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends, convert_data_type, convert_to_dst_type, ensure_tuple_rep
+
+from monai_embedseg.transforms.medoid import CENTER_MODES, object_centers
+
+__all__ = ["GenerateCenterImage", "GenerateCenterImaged", "GenerateCenterImageD", "GenerateCenterImageDict"]
+
+
+def _validated_labels(label: NdarrayOrTensor) -> np.ndarray:
+    """Check an instance label map ``(1, *spatial)`` or one-hot stack ``(N, *spatial)``; return it as numpy int64.
+
+    Raises:
+        TypeError: not a numpy array / torch tensor, or a non-numeric dtype.
+        ValueError: wrong ndim, NaN/inf, non-integer or negative labels, a non-binary one-hot stack.
+    """
+    if not isinstance(label, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"label must be a numpy array or a torch tensor, got {type(label).__name__}.")
+    arr = convert_data_type(label, np.ndarray)[0]
+    if arr.ndim not in (3, 4):
+        raise ValueError(
+            f"label must be channel-first (C, *spatial) with 2 or 3 spatial dims (3 or 4 dims), got shape {arr.shape}."
+        )
+    if arr.dtype == bool:
+        return arr.astype(np.int64)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"label must have an integer, bool or integer-valued float dtype, got {arr.dtype}.")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ValueError("label contains NaN or infinite values.")
+        if not (arr == np.round(arr)).all():
+            raise ValueError("float label must be integer-valued (instance ids), got fractional values.")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"labels must be >= 0 (0 = background), got minimum {arr.min()}.")
+    if arr.shape[0] > 1 and arr.size and arr.max() > 1:
+        raise ValueError(
+            f"a multi-channel label (N={arr.shape[0]}) is read as a one-hot stack and must be binary, "
+            f"got maximum {arr.max()}."
+        )
+    return arr.astype(np.int64, copy=False)
+
+
+class GenerateCenterImage(Transform):
+    """Mark one centre pixel per object.
+
+    Input: an instance label map ``(1, *spatial)`` (0 = background, ids >= 1, integer-valued) or a binary one-hot
+    stack ``(N, *spatial)`` with ``N > 1`` (one channel per object, objects may overlap, empty channels are
+    ignored); 2 or 3 spatial dims; numpy or torch (a MetaTensor keeps its metadata).
+
+    Output: ``(1, *spatial)`` bool of the same kind, with exactly one True pixel per object, always inside its
+    object. Overlapping one-hot objects never share a centre: if a later channel's best pixel is already the
+    centre of an earlier one, it gets its own next-best pixel (see
+    :func:`monai_embedseg.transforms.medoid.object_centers`).
+
+    Args:
+        center: ``"medoid"`` (exact medoid, default), ``"centroid"`` (the object pixel nearest to the physical
+            centroid) or ``"approximate-medoid"`` (exact medoid of a seeded subsample of ``max_points`` pixels).
+        spacing: physical pixel size per spatial axis (z, y, x), ``None`` = 1. Given explicitly: it is not read
+            from MetaTensor metadata.
+        max_points: subsample size for ``"approximate-medoid"``.
+        seed: subsampling seed for ``"approximate-medoid"`` (the result is deterministic).
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        center: str = "medoid",
+        spacing: Sequence[float] | float | None = None,
+        max_points: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        if center not in CENTER_MODES:
+            raise ValueError(f"center must be one of {CENTER_MODES}, got {center!r}.")
+        if max_points < 1:
+            raise ValueError(f"max_points must be >= 1, got {max_points}.")
+        self.center = center
+        self.spacing = spacing
+        self.max_points = int(max_points)
+        self.seed = int(seed)
+
+    def __call__(self, label: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Args: label ``(1, *spatial)`` or ``(N, *spatial)``. Returns: ``(1, *spatial)`` bool centre image."""
+        lab = _validated_labels(label)
+        _, coords = object_centers(lab, self.spacing, self.center, max_points=self.max_points, seed=self.seed)
+        out = np.zeros((1, *lab.shape[1:]), dtype=bool)
+        out[(0, *coords.T)] = True
+        return convert_to_dst_type(out, label, dtype=torch.bool)[0]
+
+
+class GenerateCenterImaged(MapTransform):
+    """Dictionary twin of :class:`GenerateCenterImage`: writes the centre image of ``data[key]`` under ``center_key``.
+
+    Args:
+        keys: keys of the instance label maps ``(1, *spatial)`` or one-hot stacks ``(N, *spatial)``.
+        center_key: output key(s), one per key (a single string for a single key), default ``"center"``.
+        center, spacing, max_points, seed: see :class:`GenerateCenterImage` (``spacing`` is not read from metadata).
+        allow_missing_keys: skip missing keys instead of raising.
+
+    Example::
+
+        GenerateCenterImaged(keys="label", center_key="center", spacing=(2.0, 0.4, 0.4))
+    """
+
+    backend = GenerateCenterImage.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        center_key: str | Sequence[str] = "center",
+        center: str = "medoid",
+        spacing: Sequence[float] | float | None = None,
+        max_points: int = 1000,
+        seed: int = 0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.center_keys = ensure_tuple_rep(center_key, len(self.keys))
+        if len(set(self.center_keys)) != len(self.center_keys):
+            raise ValueError(f"give one distinct center_key per key, got keys {self.keys} -> {self.center_keys}.")
+        self.generator = GenerateCenterImage(center=center, spacing=spacing, max_points=max_points, seed=seed)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        """Add ``(1, *spatial)`` bool centre images to a copy of ``data``."""
+        d = dict(data)
+        for key, center_key in self.key_iterator(d, self.center_keys):
+            d[center_key] = self.generator(d[key])
+        return d
+
+
+GenerateCenterImageD = GenerateCenterImageDict = GenerateCenterImaged
