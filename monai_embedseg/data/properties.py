@@ -1,0 +1,323 @@
+"""Dataset properties computed from instance labels: object sizes and extents, crop size, foreground weight.
+
+Usage from the command line (release layout, see :mod:`monai_embedseg.data.datalist`)::
+
+    python -m monai_embedseg.data.properties DATASET_DIR [--splits train val] [--spacing 2 1 1] [--output FILE]
+
+prints the properties as JSON and writes them to ``FILE`` when ``--output`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from monai_embedseg.utils.embedding import resolve_spacing
+
+__all__ = [
+    "compute_dataset_properties",
+    "compute_release_properties",
+    "save_properties",
+    "load_properties",
+    "CROP_MULTIPLE",
+    "CROP_N_STD",
+]
+
+#: crop sizes are rounded up to a multiple of this
+CROP_MULTIPLE = 8
+#: crop size = mean object extent + CROP_N_STD standard deviations
+CROP_N_STD = 5.0
+
+PathLike = str | os.PathLike
+_RELABEL_ABOVE = 1 << 24  # label ids above this are compacted before bincount / find_objects
+
+
+def _load_label_file(path: PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """Read a label file (TIFF or NIfTI) and the spacing it records (None if none)."""
+    name = os.fspath(path)
+    low = name.lower()
+    if low.endswith((".tif", ".tiff")):
+        from monai_embedseg.data.io import _read_tiff_file
+
+        im = _read_tiff_file(name)
+        return im.array, im.spacing
+    if low.endswith((".nii", ".nii.gz")):
+        if not os.path.isfile(name):
+            raise FileNotFoundError(f"label file not found: {name}")
+        import nibabel as nib
+
+        try:
+            img = nib.load(name)
+            arr = np.asanyarray(img.dataobj)
+            zooms = tuple(float(z) for z in img.header.get_zooms()[: arr.ndim])
+        except Exception as e:
+            raise ValueError(f"cannot read NIfTI file {name}: {type(e).__name__}: {e}") from e
+        return arr, zooms
+    raise ValueError(f"unsupported label file type (need .tif, .tiff, .nii or .nii.gz): {name}")
+
+
+def _as_label(arr: Any, where: str, one_hot: bool) -> np.ndarray:
+    """Validate one label array and return it without a singleton channel: ``(*spatial)`` or ``(N, *spatial)``."""
+    arr = np.asarray(arr.detach().cpu() if hasattr(arr, "detach") else arr)
+    if arr.dtype != bool and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{where}: labels must have an integer (or bool) dtype, got {arr.dtype}.")
+    if arr.size and arr.dtype != bool and arr.min() < 0:
+        raise ValueError(f"{where}: labels must be non-negative, found {arr.min()}.")
+    if one_hot:
+        if arr.ndim not in (3, 4):
+            raise ValueError(f"{where}: a one-hot stack must be (N, Y, X) or (N, Z, Y, X), got shape {arr.shape}.")
+        if arr.size and arr.dtype != bool and arr.max() > 1:
+            raise ValueError(f"{where}: a one-hot stack must be binary (0/1), found value {arr.max()}.")
+        return arr.astype(bool, copy=False)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    elif arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]  # (1, Y, X) label map with a channel axis
+    if arr.ndim not in (2, 3):
+        raise ValueError(
+            f"{where}: a label map must be (Y, X) or (Z, Y, X) (optionally with a leading channel of 1), "
+            f"got shape {arr.shape}."
+        )
+    return arr
+
+
+def _label_map_stats(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Object sizes ``(K,)``, bbox extents ``(K, D)`` and foreground voxel count of a label map."""
+    if lab.dtype == bool:
+        lab = lab.astype(np.uint8)
+    if lab.size and int(lab.max()) > _RELABEL_ABOVE:
+        _, inv = np.unique(lab, return_inverse=True)
+        lab = inv.reshape(lab.shape).astype(np.int64)  # 0 stays 0 (smallest value)
+    if lab.dtype.kind == "u" and lab.dtype.itemsize >= 8:
+        lab = lab.astype(np.int64)
+    sizes = np.bincount(lab.ravel())[1:] if lab.size else np.zeros(0, np.int64)
+    slices = ndimage.find_objects(lab)
+    extents = np.array(
+        [[s.stop - s.start for s in sl] for sl in slices if sl is not None], dtype=np.int64
+    ).reshape(-1, lab.ndim)
+    return sizes[sizes > 0], extents, int(sizes.sum())
+
+
+def _one_hot_stats(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Object sizes ``(K,)``, bbox extents ``(K, D)`` and foreground voxel count of a one-hot stack."""
+    n, spatial = stack.shape[0], stack.shape[1:]
+    sizes = stack.reshape(n, -1).sum(1)
+    keep = sizes > 0
+    stack, sizes = stack[keep], sizes[keep]
+    extents = np.zeros((len(sizes), len(spatial)), dtype=np.int64)
+    for d, size_d in enumerate(spatial):  # vectorised over objects: project onto each axis
+        others = tuple(1 + a for a in range(len(spatial)) if a != d)
+        proj = stack.any(axis=others)  # (K, size_d)
+        first = proj.argmax(1)
+        last = size_d - 1 - proj[:, ::-1].argmax(1)
+        extents[:, d] = last - first + 1
+    return sizes, extents, int(stack.any(0).sum()) if len(sizes) else 0
+
+
+def compute_dataset_properties(
+    label_files_or_arrays: Sequence[PathLike | np.ndarray] | PathLike | np.ndarray,
+    spacing: Sequence[float] | float | None = None,
+    one_hot: bool = False,
+) -> dict:
+    """Statistics of the objects in a set of instance label images.
+
+    Args:
+        label_files_or_arrays: label maps ``(Y, X)`` / ``(Z, Y, X)`` (a leading channel of 1 is dropped) or, with
+            ``one_hot=True``, stacks ``(N, Y, X)`` / ``(N, Z, Y, X)``; arrays (numpy / torch) or TIFF / NIfTI files.
+        spacing: pixel size per spatial axis (z, y, x order). ``None``: the spacing recorded in the first file that
+            has one, else 1 per axis.
+        one_hot: the inputs are one-hot stacks (overlapping objects) instead of label maps.
+
+    Returns:
+        JSON-ready dict: ``n_images``, ``n_objects``, ``max_objects_per_image``, ``spatial_dims``, ``spacing``,
+        ``min_object_size``, ``mean_object_size``, ``max_object_size`` (pixels), ``object_extent_mean`` and
+        ``object_extent_std`` (bounding-box extent per axis, pixels), ``crop_size`` (per axis:
+        ``mean + 5 std`` rounded up to a multiple of 8), ``foreground_weight`` (background / foreground voxels),
+        ``image_shape_min``, ``image_shape_max``, ``one_hot``.
+
+    Raises:
+        TypeError: a non-integer label array.
+        ValueError: negative labels, wrong dimensions, mixed 2D / 3D inputs, no objects at all.
+        FileNotFoundError: a missing file.
+    """
+    if isinstance(label_files_or_arrays, (str, os.PathLike, np.ndarray)) or hasattr(label_files_or_arrays, "detach"):
+        label_files_or_arrays = [label_files_or_arrays]
+    items = list(label_files_or_arrays)
+    if not items:
+        raise ValueError("no label images given.")
+    all_sizes, all_extents, per_image = [], [], []
+    n_fg = n_total = 0
+    spatial_dims = None
+    file_spacing: tuple[float, ...] | None = None
+    shapes = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            where = os.fspath(item)
+            arr, sp = _load_label_file(where)
+        else:
+            where, arr, sp = f"label array #{i}", item, None
+        lab = _as_label(arr, where, one_hot)
+        spatial = lab.shape[1:] if one_hot else lab.shape
+        if spatial_dims is None:
+            spatial_dims = len(spatial)
+        elif len(spatial) != spatial_dims:
+            raise ValueError(f"{where}: {len(spatial)}D labels mixed with {spatial_dims}D labels (shape {lab.shape}).")
+        if sp is not None and len(sp) == spatial_dims:
+            if file_spacing is None:
+                file_spacing = tuple(sp)
+            elif spacing is None and not np.allclose(sp, file_spacing):
+                warnings.warn(f"{where}: spacing {sp} differs from {file_spacing} (first file); using the first.")
+        sizes, extents, fg = _one_hot_stats(lab) if one_hot else _label_map_stats(lab)
+        all_sizes.append(sizes)
+        all_extents.append(extents)
+        per_image.append(len(sizes))
+        n_fg += fg
+        n_total += int(np.prod(spatial))
+        shapes.append(spatial)
+    sizes = np.concatenate(all_sizes)
+    extents = np.concatenate(all_extents).astype(np.float64)
+    if len(sizes) == 0:
+        raise ValueError(f"no objects found in any of the {len(items)} label images.")
+    sp = resolve_spacing(spacing if spacing is not None else file_spacing, spatial_dims)
+    mean, std = extents.mean(0), extents.std(0)
+    crop = [int(max(CROP_MULTIPLE, math.ceil((m + CROP_N_STD * s) / CROP_MULTIPLE) * CROP_MULTIPLE)) for m, s in
+            zip(mean, std)]
+    shapes_a = np.asarray(shapes)
+    return {
+        "n_images": len(items),
+        "n_objects": int(len(sizes)),
+        "max_objects_per_image": int(max(per_image)),
+        "spatial_dims": int(spatial_dims),
+        "spacing": [float(s) for s in sp],
+        "min_object_size": int(sizes.min()),
+        "mean_object_size": float(sizes.mean()),
+        "max_object_size": int(sizes.max()),
+        "object_extent_mean": [float(m) for m in mean],
+        "object_extent_std": [float(s) for s in std],
+        "crop_size": crop,
+        "foreground_weight": float((n_total - n_fg) / n_fg),
+        "image_shape_min": [int(s) for s in shapes_a.min(0)],
+        "image_shape_max": [int(s) for s in shapes_a.max(0)],
+        "one_hot": bool(one_hot),
+    }
+
+
+def compute_release_properties(
+    root: PathLike,
+    splits: Sequence[str] = ("train",),
+    spacing: Sequence[float] | float | None = None,
+    one_hot: bool | str = "auto",
+) -> dict:
+    """:func:`compute_dataset_properties` over the masks of some splits of a release-layout dataset.
+
+    Args:
+        root: dataset folder (``<root>/<split>/masks/...``).
+        splits: split folders to include (default only ``"train"``, so test labels do not leak into settings).
+        spacing: as in :func:`compute_dataset_properties`.
+        one_hot: ``"auto"``: use ``masks_onehot`` when every split has it; True: require it; False: label maps.
+
+    Returns:
+        the properties dict, with ``dataset_dir`` and ``splits`` added.
+    """
+    from monai_embedseg.data.datalist import release_datalist
+
+    if isinstance(splits, str):
+        splits = [splits]
+    items = []
+    for split in splits:
+        items += release_datalist(root, split=split, one_hot=one_hot)
+    use_onehot = one_hot is not False and all("label_onehot" in d for d in items)
+    files = [d["label_onehot"] if use_onehot else d["label"] for d in items]
+    props = compute_dataset_properties(files, spacing=spacing, one_hot=use_onehot)
+    props["dataset_dir"] = os.path.abspath(os.fspath(root))
+    props["splits"] = list(splits)
+    return props
+
+
+def save_properties(props: dict, path: PathLike, overwrite: bool = False) -> str:
+    """Atomically write a properties dict as JSON (temporary file in the same folder, then moved into place).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        TypeError: ``props`` is not JSON-serialisable.
+    """
+    path = os.fspath(path)
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True).")
+    text = json.dumps(props, indent=2, sort_keys=True) + "\n"  # fails before any file is touched
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        if not overwrite and os.path.exists(path):
+            raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True).")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_properties(path: PathLike) -> dict:
+    """Read a properties JSON file written by :func:`save_properties`.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not valid JSON or does not hold a dict.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"properties file not found: {path}")
+    try:
+        with open(path) as f:
+            props = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"properties file {path} is not valid JSON: {e}") from e
+    if not isinstance(props, dict):
+        raise ValueError(f"properties file {path} must hold a JSON object, got {type(props).__name__}.")
+    return props
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(
+        prog="python -m monai_embedseg.data.properties",
+        description="Compute dataset properties (object sizes and extents, crop size, foreground weight) from the "
+        "masks of a release-layout dataset.",
+    )
+    parser.add_argument("dataset_dir", help="dataset folder holding <split>/images and <split>/masks")
+    parser.add_argument("--splits", nargs="+", default=["train"], help="splits to include (default: train)")
+    parser.add_argument("--spacing", nargs="+", type=float, default=None,
+                        help="pixel size per spatial axis, z y x order (default: from the files, else 1)")
+    parser.add_argument("--one-hot", choices=["auto", "yes", "no"], default="auto",
+                        help="use masks_onehot (default auto: when every split has it)")
+    parser.add_argument("--output", default=None, help="write the JSON to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    args = parser.parse_args(argv)
+    one_hot = {"auto": "auto", "yes": True, "no": False}[args.one_hot]
+    try:
+        props = compute_release_properties(args.dataset_dir, args.splits, spacing=args.spacing, one_hot=one_hot)
+        text = json.dumps(props, indent=2, sort_keys=True)
+        if args.output:
+            save_properties(props, args.output, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
