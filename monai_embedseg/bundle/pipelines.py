@@ -54,7 +54,8 @@ def load_transforms(
     """
     xs: list = [LoadImaged(image_key, reader=TiffReader(channel_dim=image_channel_dim), ensure_channel_first=True)]
     if label_key is not None:
-        xs.append(LoadImaged(label_key, reader=TiffReader(channel_dim=label_channel_dim), ensure_channel_first=True))
+        xs.append(LoadImaged(label_key, reader=TiffReader(channel_dim=label_channel_dim), ensure_channel_first=True,
+                             dtype=None))
         xs.append(EnsureTyped(label_key, dtype=np.int64 if label_channel_dim is None else np.uint8))
         xs.append(ValidateInstanceLabelsd(label_key, image_key=image_key))
     lo, hi = percentiles
@@ -125,13 +126,13 @@ def postprocessing(
 ) -> Compose:
     """Cluster the raw prediction into instances and (if ``output_dir``) write ``<name>_labels.tif`` per image."""
     xs: list = [
-        EmbedSegClusterd(pred_key, output_key=output_key, spacing=spacing, seed_thresh=seed_thresh,
+        EmbedSegClusterd(pred_key, output_keys=output_key, spacing=spacing, seed_thresh=seed_thresh,
                          fg_thresh=fg_thresh, min_object_size=min_object_size),
     ]
     if output_dir is not None:
-        xs.append(
-            SaveImaged(output_key, output_dir=output_dir, output_postfix="labels", output_ext=".tif",
-                       separate_folder=False, resample=False, output_dtype=np.uint16, print_log=False,
-                       writer=TiffWriter, meta_keys=None)
-        )
+        save = SaveImaged(output_key, output_dir=output_dir, output_postfix="labels", output_ext=".tif",
+                          separate_folder=False, resample=False, output_dtype=np.uint16, print_log=False,
+                          writer=TiffWriter)
+        save.set_options(init_kwargs={"overwrite": overwrite})
+        xs.append(save)
     return Compose(xs)

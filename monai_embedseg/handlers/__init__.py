@@ -3,4 +3,4 @@
 from .instance_panels import InstancePanelsHandler, instance_colors, middle_slice
 from .ap_report import APReportHandler, format_ap_table, write_ap_tables
 from .loss_terms import LossTermsHandler
-from .resume import ResumeHandler, latest_checkpoint
+from .resume import ResumeHandler, TrainingCheckpointSaver, latest_checkpoint

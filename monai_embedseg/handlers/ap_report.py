@@ -110,4 +110,3 @@ class APReportHandler:
         names, truth, preds = zip(*self._items)
         summary = write_ap_tables(names, truth, preds, self.output_dir, self.thresholds, self.prefix)
         self.logger.info(f"AP_dsb on {len(names)} images:\n{format_ap_table(summary, self.thresholds)}")
-        print(format_ap_table(summary, self.thresholds), flush=True)

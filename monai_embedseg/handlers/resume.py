@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 from ignite.engine import Engine
-from monai.handlers import CheckpointLoader
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
-__all__ = ["latest_checkpoint", "ResumeHandler"]
+__all__ = ["latest_checkpoint", "ResumeHandler", "TrainingCheckpointSaver"]
 
 _EPOCH = re.compile(r"epoch=(\d+)")
 
@@ -30,9 +30,12 @@ class ResumeHandler:
     With ``enabled=False`` it does nothing, so bundle configs can always list it and expose ``--resume true``.
     When enabled and no checkpoint exists yet, training starts from scratch and says so in the log.
 
+    The engine it is attached to is added to ``load_dict`` as ``"trainer"`` (a config cannot refer to the trainer
+    from inside the trainer's own handler list without a circular reference).
+
     Args:
-        save_dir: folder where ``CheckpointSaver(save_interval=1, epoch_level=True)`` writes ``checkpoint_epoch=N.pt``.
-        load_dict: the same objects as the saver's ``save_dict`` (e.g. model, optimizer, lr_scheduler, trainer).
+        save_dir: folder where :class:`TrainingCheckpointSaver` writes ``checkpoint_epoch=N.pt``.
+        load_dict: the same objects as the saver's ``save_dict`` (e.g. model, optimizer, lr_scheduler).
         enabled: whether to resume.
         map_location: passed to ``torch.load`` (e.g. ``"cpu"``).
     """
@@ -54,4 +57,23 @@ class ResumeHandler:
             self.logger.warning(f"resume requested but no checkpoint in {self.save_dir}: starting from scratch.")
             return
         self.logger.info(f"resuming from {path}")
-        CheckpointLoader(load_path=str(path), load_dict=self.load_dict, map_location=self.map_location).attach(engine)
+        load_dict = {**self.load_dict, "trainer": engine}
+        CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location=self.map_location).attach(engine)
+
+
+class TrainingCheckpointSaver(CheckpointSaver):
+    """``CheckpointSaver`` that also saves the state of the engine it is attached to (as ``"trainer"``).
+
+    Saves ``checkpoint_epoch=N.pt`` every ``save_interval`` epochs, keeping the last ``n_saved``: with the model,
+    optimiser and scheduler in ``save_dict`` that is everything :class:`ResumeHandler` needs to continue a killed run.
+    Other arguments as MONAI's ``CheckpointSaver``.
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict, save_interval: int = 1, n_saved: int | None = 1, **kwargs):
+        self._save_dict = dict(save_dict)
+        super().__init__(save_dir, self._save_dict, save_interval=save_interval, n_saved=n_saved, **kwargs)
+
+    def attach(self, engine: Engine) -> None:
+        """Add ``engine`` to the saved objects, then attach as ``CheckpointSaver``."""
+        self._save_dict["trainer"] = engine
+        super().attach(engine)
