@@ -20,6 +20,10 @@ _EXPORTS = {
     'synthetic_worms_2d': 'synthetic',
     'synthetic_cells_3d': 'synthetic',
     'write_synthetic_dataset': 'synthetic',
+    'prepare_dataset': 'download',
+    'has_release_layout': 'download',
+    'DATASETS': 'download',
+    'pad_one_hot_collate': 'collate',
 }
 
 __all__ = sorted(_EXPORTS)
