@@ -27,14 +27,19 @@ def ensure_dataset(dataset_dir: str, synthetic: str | None = None, **synthetic_k
     Raises:
         FileNotFoundError: no data and nothing to generate (the message says how to get the data).
     """
-    root = Path(dataset_dir)
-    if (root / "train" / "images").is_dir():
-        return str(root)
-    if synthetic is not None:
-        from monai_embedseg.data.synthetic import write_synthetic_dataset
+    import torch.distributed as dist
 
-        logger.info(f"generating the synthetic '{synthetic}' dataset in {root}")
-        write_synthetic_dataset(str(root), kind=synthetic, **synthetic_kwargs)
+    root = Path(dataset_dir)
+    distributed = dist.is_available() and dist.is_initialized()
+    if not (root / "train" / "images").is_dir() and synthetic is not None:
+        if not distributed or dist.get_rank() == 0:  # under torchrun one process writes, the others wait
+            from monai_embedseg.data.synthetic import write_synthetic_dataset
+
+            logger.info(f"generating the synthetic '{synthetic}' dataset in {root}")
+            write_synthetic_dataset(str(root), kind=synthetic, **synthetic_kwargs)
+    if distributed:
+        dist.barrier()
+    if (root / "train" / "images").is_dir():
         return str(root)
     raise FileNotFoundError(
         f"no dataset in {root} (expected {root}/train/images and {root}/train/masks); run the bundle's 'prepare' "

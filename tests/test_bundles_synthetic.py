@@ -1,8 +1,9 @@
-"""End-to-end runs of the synthetic_2d bundle on a tiny generated dataset (train, resume, evaluate, inference)."""
+"""End-to-end runs of the synthetic bundles on tiny generated datasets (train, resume, evaluate, inference)."""
 
 import csv
 import os
 import subprocess
+import traceback
 import sys
 from pathlib import Path
 
@@ -11,42 +12,56 @@ import pytest
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
+from monai_embedseg.bundle.datasets import ensure_dataset
 from monai_embedseg.bundle.paths import bundle_path
 from monai_embedseg.data.io import read_tiff
 
-BUNDLE = Path(bundle_path("synthetic_2d"))
-CONFIGS = BUNDLE / "configs"
+CONFIGS = Path(bundle_path("synthetic_2d")) / "configs"
 TINY = {
-    "synthetic_kwargs": {"n_train": 4, "n_test": 2, "shape": [64, 64], "seed": 3},
-    "num_samples": 2,
-    "roi_size": [64, 64],
+    "synthetic_2d": {
+        "synthetic_kwargs": {"n_train": 4, "n_test": 2, "shape": [64, 64], "seed": 3},
+        "num_samples": 2,
+        "roi_size": [64, 64],
+    },
+    "synthetic_3d": {
+        "synthetic_kwargs": {"n_train": 3, "n_test": 2, "shape": [12, 48, 48], "seed": 3, "n_objects": [3, 5],
+                             "radius": [6, 9]},
+        "num_samples": 1,
+        "roi_size": [12, 48, 48],
+    },
 }
 
 
-def workflow(kind, files, tmp, **overrides):
-    config = [str(CONFIGS / f) for f in files]
+def workflow(kind, files, tmp, bundle="synthetic_2d", **overrides):
+    configs = Path(bundle_path(bundle)) / "configs"
+    config = [str(configs / f) for f in files]
     return ConfigWorkflow(
         config_file=config if len(config) > 1 else config[0],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
         workflow_type=kind,
         dataset_dir=str(tmp / "data"),
         output_dir=str(tmp / "out"),
-        **{**TINY, **overrides},
+        **{**TINY[bundle], **overrides},
     )
 
 
-@pytest.mark.parametrize("kind,files", [("train", ["train.json"]), ("infer", ["inference.json"])])
-def test_check_properties(kind, files, tmp_path):
-    wf = workflow(kind, files, tmp_path)
+@pytest.mark.parametrize("bundle", sorted(TINY))
+@pytest.mark.parametrize("kind,files", [("train", ["train.json"])])
+def test_check_properties(kind, files, bundle, tmp_path):
+    kwargs = TINY[bundle]["synthetic_kwargs"]
+    ensure_dataset(str(tmp_path / "data"), "nuclei_2d" if bundle.endswith("2d") else "cells_3d", **kwargs)
+    wf = workflow(kind, files, tmp_path, bundle)
     wf.initialize()
     assert wf.check_properties() == []
 
 
-def test_train_evaluate_infer_and_resume(tmp_path):
+@pytest.mark.parametrize("bundle", sorted(TINY))
+def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     out = tmp_path / "out"
+    shape = tuple(TINY[bundle]["synthetic_kwargs"]["shape"])
     # 1) train 3 epochs but "kill" it after the first one (terminate = the process died after the checkpoint)
-    wf = workflow("train", ["train.json"], tmp_path, epochs=3, val_interval=1)
+    wf = workflow("train", ["train.json"], tmp_path, bundle, epochs=3, val_interval=1)
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())
@@ -64,18 +79,19 @@ def test_train_evaluate_infer_and_resume(tmp_path):
     assert "val_ap50" in tags["scalars"] and "val/prediction" in tags["images"]
 
     # 2) resume: continues at epoch 2 and runs epochs 2 and 3 only
-    wf = workflow("train", ["train.json"], tmp_path, epochs=3, val_interval=1, resume=True)
+    wf = workflow("train", ["train.json"], tmp_path, bundle, epochs=3, val_interval=1, resume=True)
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     started = []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(e.state.epoch))
     wf.run()
     assert started == [2, 3]
-    assert (out / "checkpoint_epoch=3.pt").is_file() and not (out / "checkpoint_epoch=1.pt").exists()
+    assert (out / "checkpoint_epoch=3.pt").is_file()
 
     # 3) evaluate on the test split: per-image and summary CSVs
-    wf = workflow("eval", ["train.json", "evaluate.json"], tmp_path)
+    wf = workflow("eval", ["train.json", "evaluate.json"], tmp_path, bundle, **{"validate#tta": False})
     wf.initialize()
+    assert wf.check_properties() == []
     wf.run()
     with open(out / "ap_summary.csv") as f:
         rows = list(csv.DictReader(f))
@@ -84,18 +100,20 @@ def test_train_evaluate_infer_and_resume(tmp_path):
         assert len(list(csv.DictReader(f))) == 2
 
     # 4) inference writes one readable label TIFF per test image, and refuses to overwrite them
-    wf = workflow("infer", ["inference.json"], tmp_path, tta=False)
+    wf = workflow("infer", ["inference.json"], tmp_path, bundle, tta=False)
     wf.initialize()
+    assert wf.check_properties() == []
     wf.run()
     written = sorted((out / "predictions").glob("*_labels.tif"))
     assert len(written) == 2
     for path in written:
         labels = read_tiff(str(path))
-        assert labels.shape == (64, 64) and labels.dtype == np.uint16
-    wf = workflow("infer", ["inference.json"], tmp_path, tta=False)
+        assert labels.shape == shape and labels.dtype == np.uint16
+    wf = workflow("infer", ["inference.json"], tmp_path, bundle, tta=False)
     wf.initialize()
-    with pytest.raises(Exception, match="exist"):
+    with pytest.raises(Exception) as info:
         wf.run()
+    assert "refusing to overwrite" in "".join(traceback.format_exception(info.value))
 
 
 def test_multi_gpu_config_runs_under_torchrun_on_cpu(tmp_path):
