@@ -106,6 +106,8 @@ def segment(
         fg_thresh=parser.get_parsed_content("fg_thresh"),
         min_object_size=int(props["min_object_size"]),
     )
+    if image_channel_dim is None and "image_channel_dim" in parser:
+        image_channel_dim = parser.get_parsed_content("image_channel_dim")
     preprocess = infer_transforms(image_channel_dim=image_channel_dim)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

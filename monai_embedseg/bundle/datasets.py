@@ -70,11 +70,12 @@ def prepare_properties(
 ) -> dict:
     """Deduce the dataset properties from the train + val masks and save them as JSON in ``output_dir``.
 
+    ``label_key="label_onehot"`` (the release layout's ``masks_onehot``) reads one-hot stacks ``(N, *spatial)``.
     The file (``dataset_properties.json``) sits beside the checkpoints so inference uses the same crop size and
     minimum object size. It is rewritten on every training start (it belongs to the run, not to the user).
     """
     files = [item[label_key] for split in ("train", "val") for item in datalists.get(split, [])]
-    props = compute_dataset_properties(files, spacing=spacing, one_hot=label_key != "label")
+    props = compute_dataset_properties(files, spacing=spacing, one_hot=label_key == "label_onehot")
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     save_properties(props, str(Path(output_dir) / PROPERTIES_FILE), overwrite=True)
     return props
