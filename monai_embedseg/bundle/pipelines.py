@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from monai.transforms import (
     Compose,
+    CopyItemsd,
+    DeleteItemsd,
     EnsureTyped,
     LoadImaged,
     RandFlipd,
@@ -105,8 +107,15 @@ def train_transforms(
 
 def val_transforms(image_key: str = "image", label_key: str = "label", image_channel_dim: int | None = None,
                    label_channel_dim: int | None = None) -> Compose:
-    """Whole validation/test images, loaded and normalised (no cropping: inference tiles them)."""
-    return Compose(load_transforms(image_key, label_key, image_channel_dim, label_channel_dim))
+    """Whole validation/test images, loaded and normalised (no cropping: inference tiles them).
+
+    The ground truth always ends up under ``"label"`` (copied there from ``label_key``, e.g. ``"label_onehot"``),
+    where MONAI's ``SupervisedEvaluator`` puts the label of its output.
+    """
+    xs = load_transforms(image_key, label_key, image_channel_dim, label_channel_dim)
+    if label_key != "label":
+        xs += [DeleteItemsd("label"), CopyItemsd(label_key, names="label")]
+    return Compose(xs)
 
 
 def infer_transforms(image_key: str = "image", image_channel_dim: int | None = None) -> Compose:
