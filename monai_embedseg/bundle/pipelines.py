@@ -18,6 +18,7 @@ from monai.transforms import (
     RandFlipd,
     RandRotate90d,
     SaveImaged,
+    SpatialCropd,
     ScaleIntensityRangePercentilesd,
 )
 
@@ -105,14 +106,26 @@ def train_transforms(
     return deterministic, random
 
 
-def val_transforms(image_key: str = "image", label_key: str = "label", image_channel_dim: int | None = None,
-                   label_channel_dim: int | None = None) -> Compose:
-    """Whole validation/test images, loaded and normalised (no cropping: inference tiles them).
+def val_transforms(
+    image_key: str = "image",
+    label_key: str = "label",
+    image_channel_dim: int | None = None,
+    label_channel_dim: int | None = None,
+    crop_slices: Sequence[Sequence[int | None]] | None = None,
+) -> Compose:
+    """Whole validation/test images, loaded and normalised (no random cropping: inference tiles them).
 
     The ground truth always ends up under ``"label"`` (copied there from ``label_key``, e.g. ``"label_onehot"``),
     where MONAI's ``SupervisedEvaluator`` puts the label of its output.
+
+    Args:
+        crop_slices: optional fixed sub-volume ``[[start, stop], ...]`` per spatial axis (``None`` = whole axis), e.g.
+            the paper's Mouse-Skull test protocol ``[[null, null], [null, null], [256, 512]]``.
     """
     xs = load_transforms(image_key, label_key, image_channel_dim, label_channel_dim)
+    if crop_slices is not None:
+        roi = [slice(*(ax if ax is not None else (None, None))) for ax in crop_slices]
+        xs.append(SpatialCropd([image_key, label_key], roi_slices=roi))
     if label_key != "label":
         xs += [DeleteItemsd("label"), CopyItemsd(label_key, names="label")]
     return Compose(xs)
