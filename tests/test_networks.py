@@ -204,7 +204,7 @@ def test_padding_then_crop_matches_reference():
 
 def test_gradients_reach_all_parameters():
     torch.manual_seed(0)
-    net = BranchedERFNet(2, 1).train()
+    net = BranchedERFNet(2, 1, init_sigma_bias=None, init_offset_scale=None).train()
     out = net(torch.rand(2, 1, 32, 32))
     (out * torch.randn_like(out)).sum().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -213,7 +213,7 @@ def test_gradients_reach_all_parameters():
 
 def test_gradients_reach_all_parameters_3d():
     torch.manual_seed(0)
-    net = BranchedERFNet(3, 1).train()
+    net = BranchedERFNet(3, 1, init_sigma_bias=None, init_offset_scale=None).train()
     out = net(torch.rand(2, 1, 16, 16, 16))
     (out * torch.randn_like(out)).sum().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -245,13 +245,30 @@ def test_output_initialisation():
     assert out[:, 2:4].abs().sum() > 0 and out[:, 4:].abs().sum() > 0
     # small scale keeps gradients flowing and shrinks the offsets
     torch.manual_seed(0)
-    base = BranchedERFNet(2, 1).eval()
+    base = BranchedERFNet(2, 1, init_sigma_bias=None, init_offset_scale=None).eval()
     torch.manual_seed(0)
-    small = BranchedERFNet(2, 1, init_offset_scale=0.01).eval()
+    small = BranchedERFNet(2, 1, init_sigma_bias=None, init_offset_scale=0.01).eval()
     torch.testing.assert_close(small.decoders[0][-1].weight[:, :2], base.decoders[0][-1].weight[:, :2] * 0.01)
     torch.testing.assert_close(small.decoders[0][-1].weight[:, 2:], base.decoders[0][-1].weight[:, 2:])
     with pytest.raises(ValueError, match="init_sigma_bias"):
         BranchedERFNet(2, 1, out_channels=(2, 1), init_sigma_bias=1.0)
+
+
+def test_default_initialisation_starts_at_zero_offsets_and_constant_sigma_then_learns():
+    torch.manual_seed(0)
+    net = BranchedERFNet(2, 1).train()
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, 24, 32))
+    assert torch.equal(out[:, :2], torch.zeros_like(out[:, :2]))
+    assert torch.equal(out[:, 2:4], torch.zeros_like(out[:, 2:4]))  # sigma = sigma_scale * exp(0) everywhere
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(2):  # after the first update the zeroed head passes gradients upstream
+        optimizer.zero_grad()
+        out = net(torch.rand(2, 1, 32, 32))
+        (out * torch.randn_like(out)).sum().backward()
+        optimizer.step()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
 
 
 def test_network_errors():

@@ -104,15 +104,18 @@ class BranchedERFNet(nn.Module):
         out_channels: channels of each decoder branch; ``None`` means ``(2 * spatial_dims, 1)`` (offsets + per-axis
             sigmas, seed). ``(spatial_dims + 1, 1)`` gives an isotropic sigma.
         encoder_dropout: channel-dropout probabilities of the 64- and 128-channel encoder blocks.
-        init_sigma_bias: if given, the biases of the sigma channels (channels ``[D, out_channels[0])`` of the first
-            branch) are set to this constant, so training starts from the bandwidth
-            ``sigma_scale * exp(init_sigma_bias)`` pixels (see ``decode_prediction``); ``None`` keeps PyTorch's
+        init_sigma_bias: if given (default 0), the final-layer weights of the sigma channels (channels
+            ``[D, out_channels[0])`` of the first branch) are zeroed and their biases set to this constant, so
+            training starts from the same bandwidth ``sigma_scale * exp(init_sigma_bias)`` pixels everywhere (see
+            ``decode_prediction``), as the spatial-embedding papers initialise it; ``None`` keeps PyTorch's
             default initialisation.
         init_offset_scale: if given, the final-layer weights of the offset channels (channels ``[0, D)`` of the
             first branch) are multiplied by this factor and their biases zeroed, so training starts from (near-)zero
-            offsets, i.e. every pixel embedded at its own position. A small value such as ``0.01`` is recommended;
-            ``0`` gives exactly zero offsets (gradients then reach the upstream layers only after the first
-            update). ``None`` keeps PyTorch's default initialisation. Neither option changes the parameter count.
+            offsets, i.e. every pixel embedded at its own position. The default ``0`` gives exactly zero offsets
+            (gradients then reach the upstream layers after the first update), as the spatial-embedding papers
+            initialise it; without it, random initial offsets of about ``offset_scale`` pixels slow training down
+            considerably. ``None`` keeps PyTorch's default initialisation. Neither option changes the parameter
+            count.
         padding_mode: ``torch.nn.functional.pad`` mode for inputs that are not a multiple of 8.
 
     Shapes:
@@ -133,8 +136,8 @@ class BranchedERFNet(nn.Module):
         in_channels: int,
         out_channels: Sequence[int] | None = None,
         encoder_dropout: Sequence[float] = (0.03, 0.3),
-        init_sigma_bias: float | None = None,
-        init_offset_scale: float | None = None,
+        init_sigma_bias: float | None = 0.0,
+        init_offset_scale: float | None = 0.0,
         padding_mode: str = "replicate",
     ) -> None:
         super().__init__()
@@ -198,6 +201,7 @@ class BranchedERFNet(nn.Module):
             last.weight[:, :d].mul_(float(init_offset_scale))
             last.bias[:d].zero_()
         if init_sigma_bias is not None:
+            last.weight[:, d:].zero_()
             last.bias[d:].fill_(float(init_sigma_bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
