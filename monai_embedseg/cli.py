@@ -112,7 +112,13 @@ def segment(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for src, dst in tqdm(list(zip(files, targets)), desc="segment", unit="image"):
-        image = preprocess({"image": str(src)})["image"]
+        try:
+            image = preprocess({"image": str(src)})["image"]
+        except RuntimeError as e:  # MONAI wraps reader errors; report the root cause with the file name
+            root = e
+            while root.__cause__ is not None:
+                root = root.__cause__
+            raise ValueError(f"cannot read image {src}: {root}") from e
         with torch.no_grad():
             pred = inferer(torch.as_tensor(image)[None].to(dev), network)[0]
         labels = cluster(pred)

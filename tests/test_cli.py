@@ -1,0 +1,94 @@
+"""The ``monai-embedseg`` command line: segment, evaluate, properties, and its errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from monai_embedseg.bundle.paths import bundle_path
+from monai_embedseg.cli import main
+from monai_embedseg.data.io import read_tiff
+from monai_embedseg.data.synthetic import write_synthetic_dataset
+from monai_embedseg.networks.nets import BranchedERFNet
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic_dataset(str(root), "nuclei_2d", n_train=2, n_test=2, seed=5, shape=(40, 48), n_objects=(3, 4),
+                            radius=(4, 6))
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    torch.save(BranchedERFNet(2, 1).state_dict(), folder / "model.pt")
+    (folder / "dataset_properties.json").write_text(json.dumps({"min_object_size": 5, "crop_size": [32, 32]}))
+    return folder
+
+
+def test_segment_writes_labels_and_refuses_to_overwrite(dataset, model, tmp_path, capsys):
+    out = tmp_path / "pred"
+    args = ["segment", str(dataset / "test" / "images"), "--bundle", bundle_path("synthetic_2d"), "--output", str(out),
+            "--checkpoint", str(model / "model.pt"), "--no-tta", "--tile", "32", "32"]
+    assert main(args) == 0
+    written = sorted(out.glob("*_labels.tif"))
+    assert [p.name for p in written] == ["nuclei_2d_000_labels.tif", "nuclei_2d_001_labels.tif"]
+    for path in written:
+        labels = read_tiff(str(path))
+        assert labels.shape == (40, 48) and labels.dtype == np.uint16
+    before = written[0].stat().st_mtime_ns
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert written[0].stat().st_mtime_ns == before
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_segment_rejects_a_checkpoint_of_another_network(dataset, tmp_path, capsys):
+    torch.save(BranchedERFNet(3, 1).state_dict(), tmp_path / "model3d.pt")
+    (tmp_path / "dataset_properties.json").write_text(json.dumps({"min_object_size": 5}))
+    code = main(["segment", str(dataset / "test" / "images" / "nuclei_2d_000.tif"), "--bundle",
+                 bundle_path("synthetic_2d"), "--output", str(tmp_path / "o"), "--checkpoint",
+                 str(tmp_path / "model3d.pt")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a checkpoint of this BranchedERFNet" in err and "model3d.pt" in err
+
+
+def test_segment_errors_name_the_problem(dataset, model, tmp_path, capsys):
+    base = ["--bundle", bundle_path("synthetic_2d"), "--output", str(tmp_path / "o"),
+            "--checkpoint", str(model / "model.pt")]
+    assert main(["segment", str(tmp_path / "missing.tif"), *base]) == 2
+    assert "missing.tif does not exist" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["segment", str(tmp_path / "notes.txt"), *base]) == 2
+    assert "not a TIFF or NIfTI" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00garbage")
+    assert main(["segment", str(corrupt), *base]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and "corrupt.tif" in err
+
+
+def test_evaluate_prints_the_ap_table_and_writes_csv(dataset, tmp_path, capsys):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for mask in (dataset / "test" / "masks").glob("*.tif"):
+        (pred / f"{mask.stem}_labels.tif").write_bytes(mask.read_bytes())  # a perfect prediction
+    assert main(["evaluate", str(pred), str(dataset / "test" / "masks"), "--output", str(tmp_path / "rep")]) == 0
+    table = capsys.readouterr().out
+    assert " 0.50         1.0000           1.0000" in table and " 0.90         1.0000" in table
+    assert (tmp_path / "rep" / "ap_summary.csv").is_file() and (tmp_path / "rep" / "ap_per_image.csv").is_file()
+    assert main(["evaluate", str(tmp_path / "empty"), str(dataset / "test" / "masks")]) == 2
+
+
+def test_properties_command_and_module_entry_point(dataset):
+    result = subprocess.run([sys.executable, "-m", "monai_embedseg", "properties", str(dataset)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    props = json.loads(result.stdout[result.stdout.index("{"):])
+    assert props["spatial_dims"] == 2 and props["min_object_size"] > 0 and len(props["crop_size"]) == 2
