@@ -1,23 +1,3 @@
-"""Inferers: test-time augmentation with vector-channel correction, sliding windows."""
+"""Inferers: sliding window + test-time augmentation with vector-channel correction."""
 
-# Names are imported lazily (PEP 562) so that importing one component does not import all of them.
-from __future__ import annotations
-
-import importlib
-
-_EXPORTS = {
-    'EmbedSegInferer': 'tta',
-    'tta_transforms': 'tta',
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+from .tta import EmbedSegInferer, tta_transforms

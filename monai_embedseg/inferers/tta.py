@@ -105,13 +105,27 @@ class AxisOp:
             raise ValueError(
                 f"expected a raw prediction (B, C, *spatial) with {d} spatial dims, got {tuple(pred.shape)}."
             )
-        n_sigma = n_sigma_of(pred.shape[1], d)
-        src = [self.perm.index(k) for k in range(d)]  # channel of the transformed frame holding component k
-        index = src + ([d + j for j in src] if n_sigma == d else [d]) + [d + n_sigma]
-        scale = [-1.0 if self.flips[j] else 1.0 for j in src] + [1.0] * (n_sigma + 1)
+        index, scale = self.channel_map(pred.shape[1])
         scale_t = torch.tensor(scale, dtype=pred.dtype, device=pred.device).view(1, -1, *([1] * d))
         # reorder/negate the vector channels on the contiguous network output, then move the pixels back
         return self.inverse_image(pred[:, index] * scale_t)
+
+    def channel_map(self, num_channels: int) -> tuple[list[int], list[float]]:
+        """How :meth:`inverse` corrects the channels of a raw prediction with ``num_channels`` channels.
+
+        Returns:
+            ``(index, scale)``: original-frame channel ``k`` is ``scale[k]`` (+-1) times the transformed-frame channel
+            ``index[k]`` (before the pixels are moved back with :meth:`inverse_image`).
+
+        Raises:
+            ValueError: ``num_channels`` is not ``2D+1`` or ``D+2``.
+        """
+        d = self.spatial_dims
+        n_sigma = n_sigma_of(num_channels, d)
+        src = [self.perm.index(k) for k in range(d)]  # channel of the transformed frame holding component k
+        index = src + ([d + j for j in src] if n_sigma == d else [d]) + [d + n_sigma]
+        scale = [-1.0 if self.flips[j] else 1.0 for j in src] + [1.0] * (n_sigma + 1)
+        return index, scale
 
     def __repr__(self) -> str:
         return f"AxisOp(perm={self.perm}, flips={self.flips})"
@@ -237,25 +251,52 @@ class EmbedSegInferer(Inferer):
         for op in ops:  # same transformed shape -> one batch
             groups.setdefault(tuple(x.shape[2 + p] for p in op.perm), []).append(op)
         chunk = self.tta_batch_size or len(ops)
-        acc = seed = None
+        # float32 sums: offsets and log-sigmas in ``result`` (its seed channel is filled at the end), seeds in ``seed``
+        result = seed = None
         dtype = x.dtype
         for group in groups.values():
             for start in range(0, len(group), chunk):
                 part = group[start : start + chunk]
                 out = self._run(torch.cat([op.forward(x) for op in part], dim=0), network, *args, **kwargs)
                 dtype = out.dtype
+                if result is None:
+                    ops[0].channel_map(out.shape[1])  # validates the channel count
+                    result = torch.empty((b, out.shape[1], *x.shape[2:]), dtype=torch.float32, device=out.device)
+                    seed = torch.empty((b, 1, *x.shape[2:]), dtype=torch.float32, device=out.device)
                 for i, op in enumerate(part):
-                    y = op.inverse(out[i * b : (i + 1) * b]).float()  # a fresh tensor in the original frame
-                    s = torch.sigmoid(y[:, -1:]) if self.seed_average == "probability" else y[:, -1:]
-                    if acc is None:
-                        acc, seed = y[:, :-1].contiguous(), s.contiguous()
-                    else:
-                        acc.add_(y[:, :-1])
-                        seed.add_(s)
-        acc, seed = acc / len(ops), seed / len(ops)
+                    self._accumulate(op, out[i * b : (i + 1) * b], result, seed, first=op is ops[0])
+                del out  # before the next network call
+        result[:, :-1].div_(len(ops))
+        seed.div_(len(ops))
         if self.seed_average == "probability":
             seed = torch.logit(seed, eps=_SEED_EPS)
-        return torch.cat([acc, seed], dim=1).to(dtype)
+        result[:, -1:].copy_(seed)
+        del seed
+        return result.to(dtype)
+
+    def _accumulate(self, op: AxisOp, out: torch.Tensor, result: torch.Tensor, seed: torch.Tensor, first: bool) -> None:
+        """Add the prediction ``out (B, C, *spatial')`` made on ``op.forward(image)`` to the running sums.
+
+        One image and one channel at a time, so the temporaries are single-channel maps (on a whole-volume prediction
+        the full-size copies made by :meth:`AxisOp.inverse` would double the memory). The values are those of
+        ``op.inverse(out).float()``: only signs, channel order and pixel order change.
+        """
+        index, scale = op.channel_map(out.shape[1])
+        last = out.shape[1] - 1
+        for bi in range(out.shape[0]):
+            for k, (j, sgn) in enumerate(zip(index, scale)):
+                y = out[bi : bi + 1, j : j + 1]
+                y = op.inverse_image(torch.neg(y) if sgn < 0 else y).float()
+                if k == last:
+                    y = torch.sigmoid(y) if self.seed_average == "probability" else y
+                    dst = seed[bi : bi + 1]
+                else:
+                    dst = result[bi : bi + 1, k : k + 1]
+                if first:
+                    dst.copy_(y)
+                else:
+                    dst.add_(y)
+                del y
 
     def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Predict raw EmbedSeg channels.

@@ -1,1 +1,3 @@
 """Networks and blocks for EmbedSeg."""
+
+from . import blocks, nets

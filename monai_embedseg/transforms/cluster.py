@@ -23,8 +23,12 @@ The fast implementation gives exactly this result: it works on foreground pixels
 embedding space (cell edge ~ the typical claim radius ``sigma * sqrt(2 ln 2)``; embeddings far outside the image
 are clamped into the edge cells) so that a proposal only tests the pixels in the cells within its claim radius,
 skips visited seeds in vectorised chunks, and loops in Python over proposals, never over pixels. Decoding runs
-on the prediction's device; the proposal loop is latency bound and runs on the host in numpy (for a CUDA
-prediction only the foreground pixels' embeddings, bandwidths and seeds are copied to the host).
+on the prediction's device and touches only what it needs: the seed map is decoded at full size (as
+``decode_prediction`` does), the embeddings and bandwidths only for the foreground pixels
+(:func:`~monai_embedseg.utils.embedding.decode_pixels`, the same values), so besides the prediction the memory is
+one full-size seed map, the int32 label map and ``O(#foreground)`` arrays (a 515 x 648 x 648 volume clusters in a
+few GB). The proposal loop is latency bound and runs on the host in numpy (for a CUDA prediction only the
+foreground pixels' embeddings, bandwidths and seeds are copied to the host).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from monai.transforms.transform import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, ensure_tuple
 from scipy import ndimage
 
-from monai_embedseg.utils.embedding import OFFSET_SCALE, SIGMA_SCALE, decode_prediction, n_sigma_of, resolve_spacing
+from monai_embedseg.utils.embedding import OFFSET_SCALE, SIGMA_SCALE, decode_pixels, n_sigma_of, resolve_spacing
 
 __all__ = [
     "CLAIM_Q",
@@ -270,32 +274,42 @@ def _greedy(
     return claim, confs, sizes
 
 
-def _foreground(
-    emb: torch.Tensor, sig: torch.Tensor, seed: torch.Tensor, fg_thresh: float, use_numpy: bool
+def _decode_foreground(
+    pred: torch.Tensor,
+    spacing: Sequence[float] | float | None,
+    fg_thresh: float,
+    offset_scale: float,
+    sigma_scale: float,
+    dtype: torch.dtype,
+    use_numpy: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Foreground pixels of decoded maps ``emb, sig (D, N)``, ``seed (N,)`` as host arrays.
+    """Select the foreground of a raw prediction ``(C, *spatial)`` and decode only its pixels, as host arrays.
+
+    The seed map is computed at full size exactly as :func:`~monai_embedseg.utils.embedding.decode_prediction` does
+    (``sigmoid`` of the seed channel converted to ``dtype``), thresholded, and only the foreground pixels' raw
+    channels are gathered and decoded (:func:`~monai_embedseg.utils.embedding.decode_pixels`): the values equal
+    those of a full decoding, without its ``2 * D + 1`` full-size maps (plus the coordinate grid) in memory.
 
     Returns:
-        ``mask (N,)`` bool, ``index (n,)`` raster indices, ``emb (D, n)``, ``sig (D, n)``, ``seed (n,)``.
-        ``use_numpy`` (CPU tensors only) selects numpy indexing, faster on CPU; otherwise torch on the device
-        selects the pixels and only those are copied to the host.
+        ``mask (N,)`` bool, ``index (n,)`` raster indices, ``emb (D, n)``, ``sig (D, n)``, ``seed (n,)`` in ``dtype``.
+        ``use_numpy`` (CPU tensors only) selects with numpy, faster on CPU; otherwise torch selects the pixels on
+        the device and only those (and the mask) are copied to the host.
     """
+    seed = torch.sigmoid(pred[-1:].to(dtype)).reshape(-1)
     if use_numpy:
         seed_np = seed.numpy()
         mask = seed_np > fg_thresh
         index = np.flatnonzero(mask)
-        emb_fg = np.stack([a[index] for a in emb.numpy()])
-        sig_fg = np.stack([a[index] for a in sig.numpy()])
-        return mask, index, emb_fg, sig_fg, seed_np[index]
-    fg = seed > fg_thresh
-    index_t = torch.nonzero(fg).squeeze(1)
-    return (
-        fg.cpu().numpy(),
-        index_t.cpu().numpy(),
-        emb.index_select(1, index_t).cpu().numpy(),
-        sig.index_select(1, index_t).cpu().numpy(),
-        seed[index_t].cpu().numpy(),
-    )
+        seed_fg = seed_np[index]
+        index_t = torch.from_numpy(index)
+    else:
+        fg = seed > fg_thresh
+        index_t = torch.nonzero(fg).squeeze(1)
+        mask, index, seed_fg = fg.cpu().numpy(), index_t.cpu().numpy(), seed[index_t].cpu().numpy()
+        del fg
+    del seed
+    emb, sig, _ = decode_pixels(pred, index_t, spacing, offset_scale, sigma_scale, dtype=dtype)
+    return mask, index, emb.cpu().numpy(), sig.cpu().numpy(), seed_fg
 
 
 def cluster_embeddings(
@@ -336,8 +350,7 @@ def cluster_embeddings(
     spatial_dims = _check_prediction(pred)
     if isinstance(pred, torch.Tensor) and hasattr(pred, "as_tensor"):
         pred = pred.as_tensor()  # drop MetaTensor bookkeeping for speed
-    if pred.dtype not in (torch.float32, torch.float64):
-        pred = pred.float()
+    dtype = pred.dtype if pred.dtype in (torch.float32, torch.float64) else torch.float32
     if min_object_size < 0:
         raise ValueError(f"min_object_size must be >= 0, got {min_object_size}.")
     if not 0.0 <= min_unclaimed <= 1.0:
@@ -346,10 +359,9 @@ def cluster_embeddings(
     device = pred.device
     n_pix = math.prod(spatial)
     with torch.no_grad():
-        emb, sig, seed = decode_prediction(pred, spacing, offset_scale, sigma_scale, batched=False)
-        emb, sig, seed = emb.reshape(spatial_dims, -1), sig.reshape(spatial_dims, -1), seed.reshape(-1)
-        fg_np, fg_idx, emb_fg, sig_fg, seed_fg = _foreground(emb, sig, seed, fg_thresh, device.type == "cpu")
-        del emb, sig, seed
+        fg_np, fg_idx, emb_fg, sig_fg, seed_fg = _decode_foreground(
+            pred, spacing, fg_thresh, offset_scale, sigma_scale, dtype, device.type == "cpu"
+        )
     if fg_idx.size == 0:
         labels = torch.zeros((1, *spatial), dtype=torch.int32, device=device)
         return labels, torch.zeros(0, dtype=torch.float32, device=device)

@@ -33,6 +33,7 @@ __all__ = [
     "pixel_coordinates",
     "n_sigma_of",
     "decode_prediction",
+    "decode_pixels",
     "encode_prediction",
 ]
 
@@ -54,7 +55,9 @@ def resolve_spacing(spacing: Sequence[float] | float | None, spatial_dims: int) 
         spacing = (float(spacing),) * spatial_dims
     out = tuple(float(s) for s in spacing)
     if len(out) != spatial_dims:
-        raise ValueError(f"spacing {tuple(spacing)} has {len(out)} values, expected {spatial_dims} (one per spatial axis).")
+        raise ValueError(
+            f"spacing {tuple(spacing)} has {len(out)} values, expected {spatial_dims} (one per spatial axis)."
+        )
     if not all(s > 0 and s < float("inf") for s in out):
         raise ValueError(f"spacing must be positive and finite, got {out}.")
     return out
@@ -75,10 +78,25 @@ def pixel_coordinates(
     Returns:
         tensor ``(D, *spatial)`` with ``out[d, ...] = s_d * index_d``.
     """
-    spatial_dims = len(spatial_shape)
-    sp = resolve_spacing(spacing, spatial_dims)
-    axes = [torch.arange(n, device=device, dtype=dtype) * s for n, s in zip(spatial_shape, sp)]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
+    sp = resolve_spacing(spacing, len(spatial_shape))
+    return torch.stack(torch.meshgrid(*_axis_coordinates(spatial_shape, sp, device, dtype), indexing="ij"), dim=0)
+
+
+def _axis_coordinates(
+    spatial_shape: Sequence[int], sp: Sequence[float], device: torch.device | str | None, dtype: torch.dtype
+) -> list[torch.Tensor]:
+    """Per axis ``d`` the ``(spatial_shape[d],)`` coordinates ``s_d * index``: the one definition of pixel positions."""
+    return [torch.arange(n, device=device, dtype=dtype) * s for n, s in zip(spatial_shape, sp)]
+
+
+def _embedding(coords: torch.Tensor, raw_offsets: torch.Tensor, unit: float, offset_scale: float) -> torch.Tensor:
+    """``coords + offset_scale * unit * raw_offsets`` (shapes broadcast)."""
+    return coords + offset_scale * unit * raw_offsets
+
+
+def _bandwidth(raw_sigma: torch.Tensor, unit: float, sigma_scale: float) -> torch.Tensor:
+    """``sigma_scale * unit * exp(raw_sigma)``."""
+    return sigma_scale * unit * torch.exp(raw_sigma)
 
 
 def n_sigma_of(num_channels: int, spatial_dims: int) -> int:
@@ -118,17 +136,79 @@ def decode_prediction(
         return emb[0], sig[0], seed[0]
     spatial_dims = pred.ndim - 2
     if spatial_dims not in (2, 3):
-        raise ValueError(f"expected a prediction (B, C, *spatial) with 2 or 3 spatial dims, got shape {tuple(pred.shape)}.")
+        raise ValueError(
+            f"expected a prediction (B, C, *spatial) with 2 or 3 spatial dims, got shape {tuple(pred.shape)}."
+        )
     n_sigma = n_sigma_of(pred.shape[1], spatial_dims)
     sp = resolve_spacing(spacing, spatial_dims)
     unit = min(sp)
     coords = pixel_coordinates(pred.shape[2:], sp, device=pred.device, dtype=pred.dtype)
-    embedding = coords[None] + offset_scale * unit * pred[:, :spatial_dims]
-    sigma = sigma_scale * unit * torch.exp(pred[:, spatial_dims : spatial_dims + n_sigma])
+    embedding = _embedding(coords[None], pred[:, :spatial_dims], unit, offset_scale)
+    sigma = _bandwidth(pred[:, spatial_dims : spatial_dims + n_sigma], unit, sigma_scale)
     if n_sigma == 1:
         sigma = sigma.expand(-1, spatial_dims, *pred.shape[2:])
     seed = torch.sigmoid(pred[:, -1:])
     return embedding, sigma, seed
+
+
+def decode_pixels(
+    pred: torch.Tensor,
+    index: torch.Tensor,
+    spacing: Sequence[float] | float | None = None,
+    offset_scale: float = OFFSET_SCALE,
+    sigma_scale: float = SIGMA_SCALE,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Decode only some pixels of one raw prediction, without materialising full-size decoded maps.
+
+    Gathers the raw channels of the pixels at the flat (C-order) ``index``, converts them to ``dtype`` and applies
+    the formulas of :func:`decode_prediction` to them, with the pixel coordinates gathered from the same per-axis
+    coordinate vectors. The embeddings and bandwidths are therefore bitwise equal to
+    ``decode_prediction(pred.to(dtype), batched=False)`` flattened and indexed at ``index`` (elementwise torch ops
+    give the same result whatever the tensor size); the seeds are equal up to torch's CPU ``sigmoid``, whose
+    vectorised and scalar (loop tail) kernels may differ in the last bit. Memory: ``O(C * n)`` besides ``pred``.
+
+    Args:
+        pred: raw prediction ``(C, *spatial)`` (no batch dimension), C = ``2D+1`` or ``D+2``.
+        index: ``(n,)`` integer flat indices into ``spatial`` (torch tensor on ``pred``'s device, or numpy array).
+        spacing: physical pixel size per axis.
+        offset_scale, sigma_scale: decoding scales, see :func:`decode_prediction`.
+        dtype: floating dtype of the decoding (``None``: ``pred.dtype``).
+
+    Returns:
+        ``embedding (D, n)``, ``sigma (D, n)`` (broadcast when n_sigma = 1) and ``seed (n,)`` in [0, 1].
+
+    Raises:
+        ValueError: wrong ndim or channel count, ``index`` not 1D.
+    """
+    spatial_dims = pred.ndim - 1
+    if spatial_dims not in (2, 3):
+        raise ValueError(
+            f"expected a prediction (C, *spatial) with 2 or 3 spatial dims, got shape {tuple(pred.shape)}."
+        )
+    n_sigma = n_sigma_of(pred.shape[0], spatial_dims)
+    index = torch.as_tensor(index, device=pred.device)
+    if index.ndim != 1 or index.dtype.is_floating_point or index.dtype == torch.bool:
+        raise ValueError(
+            f"index must be a 1D integer tensor of flat pixel indices, got {index.dtype} {tuple(index.shape)}."
+        )
+    index = index.long()
+    dtype = pred.dtype if dtype is None else dtype
+    sp = resolve_spacing(spacing, spatial_dims)
+    unit = min(sp)
+    spatial = pred.shape[1:]
+    raw = pred.reshape(pred.shape[0], -1).index_select(1, index).to(dtype)
+    coords = torch.empty((spatial_dims, index.numel()), dtype=dtype, device=pred.device)
+    rest = index
+    axes = _axis_coordinates(spatial, sp, pred.device, dtype)
+    for d in range(spatial_dims - 1, -1, -1):  # unravel (C order), last axis first
+        torch.index_select(axes[d], 0, rest % spatial[d] if d else rest, out=coords[d])
+        rest = rest // spatial[d]
+    embedding = _embedding(coords, raw[:spatial_dims], unit, offset_scale)
+    sigma = _bandwidth(raw[spatial_dims : spatial_dims + n_sigma], unit, sigma_scale)
+    if n_sigma == 1:
+        sigma = sigma.expand(spatial_dims, -1)
+    return embedding, sigma, torch.sigmoid(raw[-1])
 
 
 def encode_prediction(
