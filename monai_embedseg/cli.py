@@ -69,12 +69,11 @@ def segment(
     """
     import torch
     from monai.bundle import ConfigParser
-    from monai.transforms import LoadImage
     from tqdm import tqdm
 
     from monai_embedseg.bundle.datasets import PROPERTIES_FILE
     from monai_embedseg.bundle.pipelines import infer_transforms
-    from monai_embedseg.data.io import TiffReader, write_tiff
+    from monai_embedseg.data.io import write_tiff
     from monai_embedseg.data.properties import load_properties
     from monai_embedseg.inferers import EmbedSegInferer
     from monai_embedseg.transforms.cluster import EmbedSegCluster

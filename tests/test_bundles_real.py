@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from monai.bundle import ConfigWorkflow
+from _bundle_runs import workflow
 
-from monai_embedseg.bundle.paths import bundle_path
 from monai_embedseg.data.io import read_tiff
 from monai_embedseg.data.synthetic import write_synthetic_dataset
 
@@ -42,24 +41,10 @@ def make_dataset(bundle: str, root: Path) -> dict:
     return {"crop_size": [8, 32, 32], "roi_size": [8, 32, 32]}
 
 
-def workflow(bundle, kind, files, tmp, sizes, **overrides):
-    configs = Path(bundle_path(bundle)) / "configs"
-    config = [str(configs / f) for f in files]
-    return ConfigWorkflow(
-        config_file=config if len(config) > 1 else config[0],
-        meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"),
-        workflow_type=kind,
-        dataset_dir=str(tmp / "data"),
-        output_dir=str(tmp / "out"),
-        **{**sizes, **overrides},
-    )
-
-
 @pytest.mark.parametrize("bundle", [*BUNDLES_2D, *BUNDLES_3D])
 def test_bundle_trains_evaluates_and_infers_on_generated_data(bundle, tmp_path):
     sizes = make_dataset(bundle, tmp_path / "data")
-    train = workflow(bundle, "train", ["train.json"], tmp_path, sizes, epochs=1, val_interval=1, samples_per_epoch=2)
+    train = workflow(bundle, "train", ["train.json"], tmp_path, **sizes, epochs=1, val_interval=1, samples_per_epoch=2)
     train.initialize()
     assert train.check_properties() == []
     assert train.parser.get_parsed_content("epochs") == 1
@@ -67,14 +52,14 @@ def test_bundle_trains_evaluates_and_infers_on_generated_data(bundle, tmp_path):
     out = tmp_path / "out"
     assert (out / "model.pt").is_file() and (out / "checkpoint_epoch=1.pt").is_file()
 
-    evaluate = workflow(bundle, "eval", ["train.json", "evaluate.json"], tmp_path, sizes, **{"validate#tta": False})
+    evaluate = workflow(bundle, "eval", ["train.json", "evaluate.json"], tmp_path, **sizes, **{"validate#tta": False})
     evaluate.initialize()
     assert evaluate.check_properties() == []
     evaluate.run()
     with open(out / "ap_summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 9
 
-    infer = workflow(bundle, "infer", ["inference.json"], tmp_path, sizes, tta=False)
+    infer = workflow(bundle, "infer", ["inference.json"], tmp_path, **sizes, tta=False)
     infer.initialize()
     assert infer.check_properties() == []
     infer.run()
@@ -93,10 +78,7 @@ def test_prepare_step_fails_clearly_offline(bundle, tmp_path, monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(download, "download_url", offline)
-    configs = Path(bundle_path(bundle)) / "configs"
-    wf = ConfigWorkflow(config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"),
-                        logging_file=str(configs / "logging.conf"), workflow_type="train", run_id="prepare",
-                        dataset_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
+    wf = workflow(bundle, "train", ["train.json"], tmp_path, run_id="prepare")
     wf.initialize()
     with pytest.raises(Exception) as info:
         wf.run()

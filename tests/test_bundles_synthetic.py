@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ignite.engine import Events
-from monai.bundle import ConfigWorkflow
+from _bundle_runs import workflow
 
 from monai_embedseg.bundle.datasets import ensure_dataset
 from monai_embedseg.bundle.paths import bundle_path
@@ -32,18 +32,8 @@ TINY = {
 }
 
 
-def workflow(kind, files, tmp, bundle="synthetic_2d", **overrides):
-    configs = Path(bundle_path(bundle)) / "configs"
-    config = [str(configs / f) for f in files]
-    return ConfigWorkflow(
-        config_file=config if len(config) > 1 else config[0],
-        meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"),
-        workflow_type=kind,
-        dataset_dir=str(tmp / "data"),
-        output_dir=str(tmp / "out"),
-        **{**TINY[bundle], **overrides},
-    )
+def run(kind, files, tmp, bundle="synthetic_2d", **overrides):
+    return workflow(bundle, kind, files, tmp, **{**TINY[bundle], **overrides})
 
 
 @pytest.mark.parametrize("bundle", sorted(TINY))
@@ -51,7 +41,7 @@ def workflow(kind, files, tmp, bundle="synthetic_2d", **overrides):
 def test_check_properties(kind, files, bundle, tmp_path):
     kwargs = TINY[bundle]["synthetic_kwargs"]
     ensure_dataset(str(tmp_path / "data"), "nuclei_2d" if bundle.endswith("2d") else "cells_3d", **kwargs)
-    wf = workflow(kind, files, tmp_path, bundle)
+    wf = run(kind, files, tmp_path, bundle)
     wf.initialize()
     assert wf.check_properties() == []
 
@@ -61,7 +51,7 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     out = tmp_path / "out"
     shape = tuple(TINY[bundle]["synthetic_kwargs"]["shape"])
     # 1) train 3 epochs but "kill" it after the first one (terminate = the process died after the checkpoint)
-    wf = workflow("train", ["train.json"], tmp_path, bundle, epochs=3, val_interval=1)
+    wf = run("train", ["train.json"], tmp_path, bundle, epochs=3, val_interval=1)
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())
@@ -79,7 +69,7 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     assert "val_ap50" in tags["scalars"] and "val/prediction" in tags["images"]
 
     # 2) resume: continues at epoch 2 and runs epochs 2 and 3 only
-    wf = workflow("train", ["train.json"], tmp_path, bundle, epochs=3, val_interval=1, resume=True)
+    wf = run("train", ["train.json"], tmp_path, bundle, epochs=3, val_interval=1, resume=True)
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     started = []
@@ -89,7 +79,7 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     assert (out / "checkpoint_epoch=3.pt").is_file()
 
     # 3) evaluate on the test split: per-image and summary CSVs
-    wf = workflow("eval", ["train.json", "evaluate.json"], tmp_path, bundle, **{"validate#tta": False})
+    wf = run("eval", ["train.json", "evaluate.json"], tmp_path, bundle, **{"validate#tta": False})
     wf.initialize()
     assert wf.check_properties() == []
     wf.run()
@@ -100,7 +90,7 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
         assert len(list(csv.DictReader(f))) == 2
 
     # 4) inference writes one readable label TIFF per test image, and refuses to overwrite them
-    wf = workflow("infer", ["inference.json"], tmp_path, bundle, tta=False)
+    wf = run("infer", ["inference.json"], tmp_path, bundle, tta=False)
     wf.initialize()
     assert wf.check_properties() == []
     wf.run()
@@ -109,7 +99,7 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     for path in written:
         labels = read_tiff(str(path))
         assert labels.shape == shape and labels.dtype == np.uint16
-    wf = workflow("infer", ["inference.json"], tmp_path, bundle, tta=False)
+    wf = run("infer", ["inference.json"], tmp_path, bundle, tta=False)
     wf.initialize()
     with pytest.raises(Exception) as info:
         wf.run()

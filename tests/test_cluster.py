@@ -143,15 +143,24 @@ def test_float64_and_half_predictions():
     assert torch.equal(cluster_embeddings(half)[0], reference_cluster(half.float())[0])
 
 
-def test_torch_and_numpy_foreground_selection_agree():
-    from monai_embedseg.transforms.cluster import _foreground
+def test_torch_and_numpy_foreground_selection_agree_with_full_decoding():
+    from monai_embedseg.transforms.cluster import _decode_foreground
 
-    emb, sig, seed = decode_prediction(torch.randn(7, 5, 6, 7), (2.0, 1.0, 0.5), batched=False)
-    a = _foreground(emb.reshape(3, -1), sig.reshape(3, -1), seed.reshape(-1), 0.5, True)
-    b = _foreground(emb.reshape(3, -1), sig.reshape(3, -1), seed.reshape(-1), 0.5, False)  # the CUDA code path
-    assert a[1].size > 0
-    for x, y in zip(a, b):
-        assert np.array_equal(x, y)
+    for pred, dtype in ((torch.randn(7, 5, 6, 7), torch.float32), (torch.randn(5, 9, 11).half(), torch.float32)):
+        sp = (2.0, 1.0, 0.5)[-(pred.ndim - 1) :]
+        a = _decode_foreground(pred, sp, 0.5, 16.0, 4.0, dtype, True)
+        b = _decode_foreground(pred, sp, 0.5, 16.0, 4.0, dtype, False)  # the CUDA code path
+        assert a[1].size > 0
+        for x, y in zip(a, b):
+            assert np.array_equal(x, y)
+        # the same values as a full decoding (what the clustering did before decoding only the foreground)
+        emb, sig, seed = decode_prediction(pred.to(dtype), sp, batched=False)
+        d = pred.ndim - 1
+        seed = seed.reshape(-1).numpy()
+        assert np.array_equal(a[0], seed > 0.5) and np.array_equal(a[1], np.flatnonzero(seed > 0.5))
+        assert np.array_equal(a[2], emb.reshape(d, -1).numpy()[:, a[1]])
+        assert np.array_equal(a[3], sig.reshape(d, -1).numpy()[:, a[1]])
+        assert np.array_equal(a[4], seed[a[1]])
 
 
 def _same_partition(a, b):

@@ -35,3 +35,45 @@ def test_isotropic_sigma_and_bad_channel_count():
     assert torch.equal(sig[0, 0], sig[0, 1])
     with pytest.raises(ValueError, match="channels"):
         decode_prediction(torch.randn(1, 6, 5, 5))
+
+
+@pytest.mark.parametrize(
+    "shape,spacing,channels", [((37, 53), (0.5, 1.5), 5), ((6, 17, 19), (2.0, 0.4, 0.4), 7), ((9, 11, 13), None, 5)]
+)
+def test_decode_pixels_equals_indexed_full_decoding(shape, spacing, channels):
+    from monai_embedseg.utils.embedding import decode_pixels
+
+    g = torch.Generator().manual_seed(len(shape) + channels)
+    pred = torch.randn(channels, *shape, generator=g) * 2
+    d = len(shape)
+    emb, sig, seed = decode_prediction(pred, spacing, batched=False)
+    emb, sig, seed = emb.reshape(d, -1), sig.reshape(d, -1), seed.reshape(-1)
+    for frac in (1.0, 0.3, 0.02):
+        index = torch.nonzero(torch.rand(seed.numel(), generator=g) < frac).squeeze(1)
+        e, s, p = decode_pixels(pred, index, spacing)
+        assert e.shape == (d, index.numel()) and s.shape == (d, index.numel()) and p.shape == (index.numel(),)
+        assert torch.equal(e, emb[:, index]) and torch.equal(s, sig[:, index])  # bitwise: same ops, same values
+        assert torch.allclose(p, seed[index], rtol=1e-6, atol=0)  # sigmoid: vector/scalar kernels, last bit
+    # numpy indices, float64 decoding of a half prediction == full decoding of the upcast prediction
+    half = pred.half()
+    e, s, _ = decode_pixels(half, index.numpy(), spacing, dtype=torch.float64)
+    emb64, sig64, _ = decode_prediction(half.double(), spacing, batched=False)
+    assert e.dtype == torch.float64 and torch.equal(e, emb64.reshape(d, -1)[:, index])
+    assert torch.equal(s, sig64.reshape(d, -1)[:, index])
+
+
+def test_decode_pixels_coordinates_and_errors():
+    from monai_embedseg.utils.embedding import decode_pixels
+
+    raw = torch.zeros(4, 3, 5)  # isotropic sigma, zero offsets: embeddings are the pixel positions
+    emb, sig, seed = decode_pixels(raw, torch.tensor([0, 7, 14]), (2.0, 0.5))
+    assert torch.equal(emb, torch.tensor([[0.0, 2.0, 4.0], [0.0, 1.0, 2.0]]))  # (0,0), (1,2), (2,4)
+    assert torch.equal(sig, torch.full((2, 3), 4.0 * 0.5)) and torch.equal(seed, torch.full((3,), 0.5))
+    with pytest.raises(ValueError, match="index"):
+        decode_pixels(raw, torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="index"):
+        decode_pixels(raw, torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="channels"):
+        decode_pixels(torch.zeros(6, 3, 5), torch.tensor([0]))
+    with pytest.raises(ValueError, match="spatial"):
+        decode_pixels(torch.zeros(5, 3), torch.tensor([0]))
