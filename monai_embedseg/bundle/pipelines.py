@@ -77,23 +77,25 @@ def train_transforms(
     image_channel_dim: int | None = None,
     label_channel_dim: int | None = None,
     jitter: float = 0.25,
-) -> tuple[Compose, Compose]:
-    """The training pipeline, split into the cacheable part and the random part.
+) -> Compose:
+    """The training pipeline: deterministic loading/normalisation, then random object crops and augmentation.
+
+    One flat ``Compose``, so a ``CacheDataset`` caches everything up to the first random transform
+    (``RandObjectCropd``): images are read once, crops are drawn on the fly.
 
     Args:
         roi_size: crop size per spatial axis (y/x made square so 90-degree rotations keep the shape).
         spacing: physical voxel size, for the medoid centres.
-        num_samples: object-centred crops per image per epoch.
+        num_samples: object-centred crops per image per draw.
 
     Returns:
-        ``(deterministic, random)``: use the first as a ``CacheDataset``'s transform and the second on top, or
-        ``Compose([*deterministic.transforms, *random.transforms])`` for a plain ``Dataset``.
+        a ``Compose`` producing ``num_samples`` dicts with ``image (C, *roi)``, ``label`` and ``center (1, *roi)``.
     """
     keys = [image_key, label_key]
     spatial_dims = len(roi_size)
-    deterministic = Compose(load_transforms(image_key, label_key, image_channel_dim, label_channel_dim))
-    random = Compose(
+    return Compose(
         [
+            *load_transforms(image_key, label_key, image_channel_dim, label_channel_dim),
             RandObjectCropd(keys, label_key=label_key, roi_size=square_in_plane(roi_size), num_samples=num_samples,
                             jitter=jitter),
             *[RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)],
@@ -103,7 +105,6 @@ def train_transforms(
             EnsureTyped(label_key, dtype=np.int64 if label_channel_dim is None else np.uint8, track_meta=False),
         ]
     )
-    return deterministic, random
 
 
 def val_transforms(
