@@ -1,0 +1,6 @@
+"""Test-session settings: one torch thread, so that tests running beside other processes (or spawning their own,
+like the torchrun test) never oversubscribe a small CPU, where spinning OpenMP threads slow convolutions down 10x+."""
+
+import torch
+
+torch.set_num_threads(1)
