@@ -98,7 +98,8 @@ def segment(
     dev = torch.device(device) if device else parser.get_parsed_content("device")
     network = load_weights(parser.get_parsed_content("network_def"), checkpoint, map_location="cpu").to(dev).eval()
     spacing = parser.get_parsed_content("spacing")
-    inferer = EmbedSegInferer(roi_size=roi_size or parser.get_parsed_content("roi_size"), sw_batch_size=4, tta=tta)
+    inferer = EmbedSegInferer(roi_size=roi_size or parser.get_parsed_content("roi_size"), sw_batch_size=4, tta=tta,
+                              spacing=spacing, tta_batch_size=1)
     cluster = EmbedSegCluster(
         spacing=spacing,
         seed_thresh=parser.get_parsed_content("seed_thresh"),

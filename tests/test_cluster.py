@@ -163,6 +163,25 @@ def test_torch_and_numpy_foreground_selection_agree_with_full_decoding():
         assert np.array_equal(a[4], seed[a[1]])
 
 
+def test_only_foreground_pixels_are_decoded(monkeypatch):
+    import monai_embedseg.transforms.cluster as cluster_mod
+
+    seen = []
+    real = cluster_mod.decode_pixels
+
+    def spy(pred, index, *args, **kwargs):
+        seen.append(int(index.numel()))
+        return real(pred, index, *args, **kwargs)
+
+    monkeypatch.setattr(cluster_mod, "decode_pixels", spy)
+    pred = noisy_prediction((10, 16, 16), None, np.random.default_rng(5))
+    fg = int((torch.sigmoid(pred[-1]) > 0.5).sum())
+    labels, conf = cluster_embeddings(pred)
+    assert seen == [fg] and 0 < fg < pred[0].numel()
+    ref_labels, ref_conf = reference_cluster(pred)
+    assert torch.equal(labels, ref_labels) and torch.equal(conf, ref_conf)
+
+
 def _same_partition(a, b):
     """True if two label maps are equal up to a bijective relabelling of the object ids."""
     a, b = np.asarray(a).ravel(), np.asarray(b).ravel()

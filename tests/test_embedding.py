@@ -40,8 +40,11 @@ def test_isotropic_sigma_and_bad_channel_count():
 @pytest.mark.parametrize(
     "shape,spacing,channels", [((37, 53), (0.5, 1.5), 5), ((6, 17, 19), (2.0, 0.4, 0.4), 7), ((9, 11, 13), None, 5)]
 )
-def test_decode_pixels_equals_indexed_full_decoding(shape, spacing, channels):
+def test_decode_pixels_equals_indexed_full_decoding(shape, spacing, channels, monkeypatch):
+    import monai_embedseg.utils.embedding as embedding_mod
     from monai_embedseg.utils.embedding import decode_pixels
+
+    monkeypatch.setattr(embedding_mod, "_UNRAVEL_CHUNK", 37)  # several chunks of indices, a ragged last one
 
     g = torch.Generator().manual_seed(len(shape) + channels)
     pred = torch.randn(channels, *shape, generator=g) * 2

@@ -214,6 +214,8 @@ def test_metatensor_devices_and_errors():
         EmbedSegInferer()(torch.zeros(1, 1, 4, 4), torch.nn.Conv2d(1, 5, 3))
     with pytest.raises(ValueError, match="seed_average"):
         EmbedSegInferer(seed_average="median")
+    with pytest.raises(TypeError, match="floating point"):
+        EmbedSegInferer(roi_size=(4, 4))(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), net)
 
 
 def test_logit_seed_average_and_isotropic_sigma():
@@ -224,3 +226,52 @@ def test_logit_seed_average_and_isotropic_sigma():
         out = EmbedSegInferer(tta=True, seed_average="logit")(x, conv)
         outs = torch.stack([inv(conv(fwd(x))) for fwd, inv in tta_transforms(2)])
     assert torch.allclose(out, outs.mean(0), atol=1e-5)
+
+
+def _old_style_tta(x, net, spacing=None, seed_average="probability"):
+    """TTA the straightforward way: every augmented prediction inverted as a whole (``AxisOp.inverse``), summed in
+    the inferer's order (ops grouped by transformed shape), averaged (the implementation before the per-channel
+    accumulation)."""
+    d = x.ndim - 2
+    ops = tta_transforms(d, rotations=EmbedSegInferer(spacing=spacing).rotations_allowed(d))
+    shapes = [tuple(fwd(x).shape) for fwd, _ in ops]
+    ops = [ops[i] for i in sorted(range(len(ops)), key=lambda i: (shapes.index(shapes[i]), i))]
+    acc = seed = None
+    for fwd, inv in ops:
+        out = net(fwd(x))
+        y = inv(out).float()
+        s = torch.sigmoid(y[:, -1:]) if seed_average == "probability" else y[:, -1:]
+        acc, seed = (y[:, :-1].contiguous(), s.contiguous()) if acc is None else (acc + y[:, :-1], seed + s)
+    acc, seed = acc / len(ops), seed / len(ops)
+    if seed_average == "probability":
+        seed = torch.logit(seed, eps=1e-6)
+    return torch.cat([acc, seed], dim=1).to(out.dtype)
+
+
+@pytest.mark.parametrize(
+    "shape,channels,spacing,kw",
+    [
+        ((1, 1, 6, 13, 14), 7, None, {}),
+        ((2, 1, 13, 18), 5, None, {"tta_batch_size": 3}),
+        ((3, 2, 11, 9), 4, None, {"seed_average": "logit"}),
+        ((2, 1, 5, 10, 9), 7, (2.0, 1.0, 0.5), {"tta_batch_size": 1}),  # flips only
+        ((1, 1, 17, 19), 5, None, {"half": True}),
+    ],
+)
+def test_tta_accumulation_is_bitwise_the_whole_tensor_inversion(shape, channels, spacing, kw):
+    # the inferer inverts one image and one channel at a time (bounded memory); the values must not change
+    torch.manual_seed(3)
+    d = len(shape) - 2
+    conv = (torch.nn.Conv2d if d == 2 else torch.nn.Conv3d)(shape[1], channels, 3, padding=1)
+    half = kw.pop("half", False)
+
+    def net(t):  # one image at a time, so the result does not depend on how the augmented copies are batched
+        out = torch.cat([conv(t[i : i + 1]) for i in range(t.shape[0])])
+        return out.half() if half else out
+
+    x = torch.randn(shape)
+    with torch.no_grad():
+        out = EmbedSegInferer(tta=True, spacing=spacing, **kw)(x, net)
+        ref = _old_style_tta(x, net, spacing, kw.get("seed_average", "probability"))
+    assert out.dtype == (torch.float16 if half else torch.float32) and out.shape == ref.shape
+    assert torch.equal(out, ref)

@@ -182,6 +182,14 @@ class EmbedSegInferer(Inferer):
 
     ``__call__(inputs, network)`` takes ``inputs (B, C_in, *spatial)`` and returns the raw prediction
     ``(B, 2D+1, *spatial)`` (or ``D+2`` channels for an isotropic-sigma network), MetaTensor in -> MetaTensor out.
+
+    Memory on whole volumes: with ``roi_size``, MONAI stitches the prediction on ``device`` in the input's dtype
+    (so sliding-window inputs must be floating point), i.e. ``C`` maps of the input size plus one weight map; for
+    GPU inference of a volume too large for the GPU keep the input on the host and pass ``sw_device="cuda",
+    device="cpu"``. With ``tta`` every network/sliding-window call holds ``tta_batch_size`` augmented copies of the
+    input and their predictions, so use ``tta_batch_size=1`` for large volumes; the averaging itself adds one
+    float32 prediction, one seed map and single-channel temporaries (images and channels are un-flipped one at a
+    time), about twice the prediction in all.
     """
 
     def __init__(
@@ -311,12 +319,18 @@ class EmbedSegInferer(Inferer):
 
         Raises:
             ValueError: inputs not ``(B, C, H, W)`` / ``(B, C, D, H, W)``, or network output of the wrong shape.
+            TypeError: integer inputs with ``roi_size`` (the windows would be stitched in integers).
         """
         if not isinstance(inputs, torch.Tensor):
             raise TypeError(f"inputs must be a torch tensor (B, C_in, *spatial), got {type(inputs).__name__}.")
         if inputs.ndim not in (4, 5):
             raise ValueError(f"inputs must be (B, C_in, H, W) or (B, C_in, D, H, W), got shape {tuple(inputs.shape)}.")
         x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        if self.sliding_window is not None and not torch.is_floating_point(x):
+            raise TypeError(
+                f"sliding-window inputs must be floating point (MONAI stitches the output in the input's dtype), "
+                f"got {x.dtype}."
+            )
         out = self._tta(x, network, *args, **kwargs) if self.tta else self._run(x, network, *args, **kwargs)
         if isinstance(inputs, MetaTensor):
             out = convert_to_dst_type(out, inputs, dtype=out.dtype)[0]

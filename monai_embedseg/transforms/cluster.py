@@ -302,6 +302,7 @@ def _decode_foreground(
         index = np.flatnonzero(mask)
         seed_fg = seed_np[index]
         index_t = torch.from_numpy(index)
+        del seed_np
     else:
         fg = seed > fg_thresh
         index_t = torch.nonzero(fg).squeeze(1)

@@ -3,6 +3,7 @@
 from .embedding import (
     OFFSET_SCALE,
     SIGMA_SCALE,
+    decode_pixels,
     decode_prediction,
     encode_prediction,
     n_sigma_of,

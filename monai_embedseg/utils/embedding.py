@@ -89,13 +89,22 @@ def _axis_coordinates(
     return [torch.arange(n, device=device, dtype=dtype) * s for n, s in zip(spatial_shape, sp)]
 
 
-def _embedding(coords: torch.Tensor, raw_offsets: torch.Tensor, unit: float, offset_scale: float) -> torch.Tensor:
-    """``coords + offset_scale * unit * raw_offsets`` (shapes broadcast)."""
+def _embedding(
+    coords: torch.Tensor, raw_offsets: torch.Tensor, unit: float, offset_scale: float, inplace: bool = False
+) -> torch.Tensor:
+    """``coords + offset_scale * unit * raw_offsets`` (shapes broadcast); ``inplace`` overwrites ``raw_offsets``.
+
+    Both forms round the same products and sums (IEEE ``*`` and ``+`` commute), so they are bitwise equal.
+    """
+    if inplace:
+        return raw_offsets.mul_(offset_scale * unit).add_(coords)
     return coords + offset_scale * unit * raw_offsets
 
 
-def _bandwidth(raw_sigma: torch.Tensor, unit: float, sigma_scale: float) -> torch.Tensor:
-    """``sigma_scale * unit * exp(raw_sigma)``."""
+def _bandwidth(raw_sigma: torch.Tensor, unit: float, sigma_scale: float, inplace: bool = False) -> torch.Tensor:
+    """``sigma_scale * unit * exp(raw_sigma)``; ``inplace`` overwrites ``raw_sigma`` (bitwise the same values)."""
+    if inplace:
+        return raw_sigma.exp_().mul_(sigma_scale * unit)
     return sigma_scale * unit * torch.exp(raw_sigma)
 
 
@@ -197,18 +206,33 @@ def decode_pixels(
     sp = resolve_spacing(spacing, spatial_dims)
     unit = min(sp)
     spatial = pred.shape[1:]
-    raw = pred.reshape(pred.shape[0], -1).index_select(1, index).to(dtype)
-    coords = torch.empty((spatial_dims, index.numel()), dtype=dtype, device=pred.device)
-    rest = index
+    flat = pred.reshape(pred.shape[0], -1)
+    n = index.numel()
+    coords = torch.empty((spatial_dims, n), dtype=dtype, device=pred.device)
     axes = _axis_coordinates(spatial, sp, pred.device, dtype)
-    for d in range(spatial_dims - 1, -1, -1):  # unravel (C order), last axis first
-        torch.index_select(axes[d], 0, rest % spatial[d] if d else rest, out=coords[d])
-        rest = rest // spatial[d]
-    embedding = _embedding(coords, raw[:spatial_dims], unit, offset_scale)
-    sigma = _bandwidth(raw[spatial_dims : spatial_dims + n_sigma], unit, sigma_scale)
+    for start in range(0, n, _UNRAVEL_CHUNK):  # unravel (C order) in chunks: bounded integer temporaries
+        rest = index[start : start + _UNRAVEL_CHUNK]
+        stop = start + rest.numel()
+        for d in range(spatial_dims - 1, -1, -1):
+            torch.index_select(axes[d], 0, rest % spatial[d] if d else rest, out=coords[d, start:stop])
+            rest = rest // spatial[d]
+    # one channel group at a time, decoded in place in the gathered copy (the same values as decode_prediction)
+    embedding = _embedding(coords, _gather(flat[:spatial_dims], index, dtype), unit, offset_scale, inplace=True)
+    del coords
+    sigma = _gather(flat[spatial_dims : spatial_dims + n_sigma], index, dtype)
+    sigma = _bandwidth(sigma, unit, sigma_scale, inplace=True)
     if n_sigma == 1:
         sigma = sigma.expand(spatial_dims, -1)
-    return embedding, sigma, torch.sigmoid(raw[-1])
+    return embedding, sigma, torch.sigmoid(flat[-1].index_select(0, index).to(dtype))
+
+
+_UNRAVEL_CHUNK = 1 << 22
+
+
+def _gather(rows: torch.Tensor, index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``rows[:, index]`` as a new ``dtype`` tensor (safe to modify in place)."""
+    out = rows.index_select(1, index)
+    return out.to(dtype) if out.dtype != dtype else out
 
 
 def encode_prediction(
