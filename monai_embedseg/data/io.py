@@ -22,7 +22,6 @@ interrupted write never leaves a truncated file under the final name. Existing f
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,8 @@ from monai.config import DtypeLike, NdarrayOrTensor, PathLike
 from monai.data import ImageReader, ImageWriter
 from monai.data.utils import affine_to_spacing, is_no_channel
 from monai.utils import MetaKeys, convert_data_type, ensure_tuple, get_equivalent_dtype
+
+from monai_embedseg.utils.files import atomic_output
 
 __all__ = ["TiffReader", "TiffWriter", "read_tiff", "read_tiff_spacing", "write_tiff", "register_tiff_io"]
 
@@ -254,30 +255,10 @@ def _atomic_tiff_write(
             raise ValueError(f"spacing {spacing} must have {n_spatial} positive values (axes {axes!r}) for {path}.")
         metadata["spacing"] = spacing
         kwargs.update(resolution=(1.0 / spacing[-1], 1.0 / spacing[-2]), resolutionunit=1)
-    if not overwrite and os.path.exists(path):
-        raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True).")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite) as tmp:
         tifffile.imwrite(
             tmp, array, photometric="minisblack", metadata=metadata, compression=compression, **kwargs
         )
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:  # link() refuses an existing target, so two writers cannot clobber each other
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True).") from None
-            except OSError:  # no hard links on this file system: check-then-replace
-                if os.path.exists(path):
-                    raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True).")
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from monai_embedseg.utils.embedding import resolve_spacing
+from monai_embedseg.utils.files import atomic_output
 
 __all__ = [
     "compute_dataset_properties",
@@ -252,21 +252,10 @@ def save_properties(props: dict, path: PathLike, overwrite: bool = False) -> str
         TypeError: ``props`` is not JSON-serialisable.
     """
     path = os.fspath(path)
-    if not overwrite and os.path.exists(path):
-        raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True).")
     text = json.dumps(props, indent=2, sort_keys=True) + "\n"  # fails before any file is touched
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
+    with atomic_output(path, overwrite) as tmp:
+        with open(tmp, "w") as f:
             f.write(text)
-        if not overwrite and os.path.exists(path):
-            raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True).")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

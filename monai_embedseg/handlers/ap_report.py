@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,23 +11,19 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from monai_embedseg.utils.files import atomic_output
+
 __all__ = ["APReportHandler", "write_ap_tables", "format_ap_table"]
 
 THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
 def _atomic_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
+    with atomic_output(path, overwrite=True) as tmp:  # the tables belong to the run: rewritten on each evaluation
+        with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def format_ap_table(summary: dict[str, np.ndarray], thresholds: Sequence[float] = THRESHOLDS) -> str:

@@ -11,4 +11,5 @@ from .embedding import (
     resolve_spacing,
 )
 from .checkpoint import load_weights
+from .files import atomic_output
 from .oracle import oracle_prediction

@@ -1,0 +1,46 @@
+"""Writing files atomically, without ever replacing a user's file by accident."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["atomic_output"]
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; when the block succeeds, move it to ``path`` in one step.
+
+    Readers never see a half-written file, a failed write leaves nothing behind, and without ``overwrite`` an
+    existing ``path`` is never replaced: the check is made before writing and again, race-free, when the file is
+    moved into place (``os.link`` refuses an existing target).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    path = os.fspath(path)
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True).")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True).") from None
+            except OSError:  # no hard links on this file system: check, then replace
+                if os.path.exists(path):
+                    raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True).")
+                os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
