@@ -379,7 +379,7 @@ class OneHotToLabel(Transform):
         """Convert ``img`` ``(N, *sp)`` -> ``(1, *sp)``; returns the same kind."""
         _check_ndim(img, "one-hot stack", label_source(img))
         t = _compute_tensor(img)
-        n, sp = t.shape[0], t.shape[1:]
+        sp = t.shape[1:]
         out = torch.zeros(int(np.prod(sp)), dtype=torch.int64, device=t.device)
         c, p = _flat(t).ne(0).nonzero(as_tuple=True)
         out.scatter_reduce_(0, p, c + 1, reduce="amax")
