@@ -7,21 +7,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main", "segment", "evaluate", "demo"]
+from monai_embedseg.data.datalist import IMAGE_SUFFIXES, file_stem
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
+__all__ = ["main", "segment", "evaluate", "demo"]
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return path.is_file() and file_stem(path) is not None
 
 
 def _collect_images(inputs: Sequence[str]) -> list[Path]:
@@ -90,7 +82,7 @@ def segment(
     props = load_properties(str(properties))
     files = _collect_images(inputs)
     out_dir = Path(output_dir)
-    targets = [out_dir / f"{_stem(f)}_labels.tif" for f in files]
+    targets = [out_dir / f"{file_stem(f)}_labels.tif" for f in files]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --overwrite to replace.")
@@ -138,10 +130,10 @@ def evaluate(pred_dir: str, mask_dir: str, output_dir: str | None = None, suffix
     from monai_embedseg.data.io import read_tiff
     from monai_embedseg.handlers.ap_report import format_ap_table, write_ap_tables
 
-    masks = {_stem(p): p for p in Path(mask_dir).iterdir() if _is_image(p)} if Path(mask_dir).is_dir() else None
+    masks = {file_stem(p): p for p in Path(mask_dir).iterdir() if _is_image(p)} if Path(mask_dir).is_dir() else None
     if masks is None:
         raise FileNotFoundError(f"mask folder {mask_dir} does not exist.")
-    preds = {_stem(p)[: -len(suffix)]: p for p in Path(pred_dir).glob(f"*{suffix}.tif*")}
+    preds = {file_stem(p)[: -len(suffix)]: p for p in Path(pred_dir).glob(f"*{suffix}.tif*")}
     if not preds:
         raise ValueError(f"no '*{suffix}.tif' predictions in {pred_dir}.")
     unmatched = sorted(set(preds) - set(masks))
