@@ -1,0 +1,172 @@
+"""Train and evaluate the real 2D bundles (DSB 2018, BBBC010, Usiigaci) as shipped, and print a results table.
+
+Each bundle runs through MONAI's ``ConfigWorkflow`` exactly as ``python -m monai.bundle run training`` and
+``run evaluating`` would, with only the schedule overridden from the command line (epochs, crops per epoch,
+gradient accumulation, learning rate). Data: any folder holding ``<set>/train`` and ``<set>/test`` in the EmbedSeg
+release layout (default: the project's shared copy, ``../shared/data`` beside the repository).
+
+Per set it reports the wall time of training and of evaluation (test split, 8-fold TTA unless ``--no-tta``), the
+peak GPU memory (``torch.cuda.max_memory_allocated``, training and evaluation; ``-`` on CPU), and AP_dsb at IoU
+0.5 and 0.75 pooled over the split and as the mean over images, beside the paper's AP@0.5. Outputs (checkpoints,
+TensorBoard events, ``ap_summary.csv``) stay in ``--output/<set>``; the table is also written as ``results.json``.
+
+Usage::
+
+    python benchmarks/bench_real_2d.py                                   # the paper's schedule (GPU: hours)
+    python benchmarks/bench_real_2d.py --epochs 30 --samples-per-epoch 256 --accumulation-steps 1 \\
+        --learning-rate 1e-3 --sets usiigaci                             # a reduced budget
+    python benchmarks/bench_real_2d.py --epochs 1 --samples-per-epoch 2 --val-interval 1 --no-tta \\
+        --sets dsb2018 --max-test-images 1                               # smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigWorkflow
+
+from monai_embedseg.bundle.paths import bundle_path
+
+#: the paper's test AP_dsb@0.5 (Lalit et al. 2021, Table 1), on its own splits
+PAPER_AP50 = {"dsb2018": 0.887, "bbbc010": 0.965, "usiigaci": 0.704}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _workflow(bundle: str, kind: str, files: list[str], overrides: dict) -> ConfigWorkflow:
+    configs = Path(bundle_path(bundle)) / "configs"
+    config = [str(configs / f) for f in files]
+    wf = ConfigWorkflow(
+        config_file=config if len(config) > 1 else config[0],
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type=kind,
+        **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+def _peak_gpu_gib() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+
+
+def _reset_gpu_peak() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _limited_dataset(data_dir: Path, n_test: int | None) -> Path:
+    """``data_dir``, or a temporary copy of it with only the first ``n_test`` test images (for smoke checks)."""
+    if not n_test:
+        return data_dir
+    tmp = Path(tempfile.mkdtemp(prefix=f"{data_dir.name}_"))
+    shutil.copytree(data_dir / "train", tmp / "train")
+    for sub in sorted((data_dir / "test").iterdir()):
+        if sub.is_dir():
+            (tmp / "test" / sub.name).mkdir(parents=True)
+            for f in sorted(sub.iterdir())[:n_test]:
+                shutil.copy2(f, tmp / "test" / sub.name / f.name)
+    return tmp
+
+
+def run_set(name: str, args: argparse.Namespace) -> dict:
+    """Train then evaluate bundle ``name``; returns one table row (times in s, memory in GiB, AP values)."""
+    data_dir = Path(args.data_root) / name
+    if not (data_dir / "train").is_dir() or not (data_dir / "test").is_dir():
+        raise FileNotFoundError(f"{data_dir}: expected train/ and test/ folders in the EmbedSeg release layout.")
+    limited = _limited_dataset(data_dir, args.max_test_images)
+    try:
+        return _train_and_evaluate(name, limited, args)
+    finally:
+        if limited != data_dir:
+            shutil.rmtree(limited, ignore_errors=True)
+
+
+def _train_and_evaluate(name: str, data_dir: Path, args: argparse.Namespace) -> dict:
+    out = Path(args.output) / name
+    common = {"dataset_dir": str(data_dir), "output_dir": str(out)}
+    schedule = {"epochs": args.epochs}
+    for key in ("samples_per_epoch", "accumulation_steps", "learning_rate", "val_interval"):
+        if getattr(args, key) is not None:
+            schedule[key] = getattr(args, key)
+
+    _reset_gpu_peak()
+    t0 = time.perf_counter()
+    train = _workflow(name, "train", ["train.json"], {**common, **schedule})
+    train.run()
+    train.finalize()
+    train_s, train_mem = time.perf_counter() - t0, _peak_gpu_gib()
+
+    _reset_gpu_peak()
+    t0 = time.perf_counter()
+    ckpt = out / "model.pt"
+    if not ckpt.exists():  # no validation ran (val_interval > epochs): evaluate the last checkpoint
+        ckpt = max(out.glob("checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[1]))
+    evaluate = _workflow(
+        name, "eval", ["train.json", "evaluate.json"], {**common, "validate#tta": args.tta, "ckpt_path": str(ckpt)}
+    )
+    evaluate.run()
+    evaluate.finalize()
+    eval_s, eval_mem = time.perf_counter() - t0, _peak_gpu_gib()
+
+    with open(out / "ap_summary.csv") as f:
+        ap = {float(r["threshold"]): r for r in csv.DictReader(f)}
+    return {
+        "set": name,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "peak_gpu_gib": None if train_mem is None else max(train_mem, eval_mem),
+        "ap50_pooled": float(ap[0.5]["AP_dsb_pooled"]),
+        "ap50_by_image": float(ap[0.5]["AP_dsb_by_image"]),
+        "ap75_pooled": float(ap[0.75]["AP_dsb_pooled"]),
+        "ap75_by_image": float(ap[0.75]["AP_dsb_by_image"]),
+        "paper_ap50": PAPER_AP50[name],
+    }
+
+
+def main() -> None:
+    """Parse arguments, run each set, print the table."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--sets", nargs="+", default=list(PAPER_AP50), choices=list(PAPER_AP50))
+    p.add_argument("--output", default=str(REPO / "outputs" / "bench_real_2d"))
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
+    p.add_argument("--accumulation-steps", dest="accumulation_steps", type=int)
+    p.add_argument("--learning-rate", dest="learning_rate", type=float)
+    p.add_argument("--val-interval", dest="val_interval", type=int)
+    p.add_argument("--no-tta", dest="tta", action="store_false")
+    p.add_argument("--max-test-images", dest="max_test_images", type=int, help="evaluate on the first N only")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a loaded 2-core machine)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} thread(s)"
+    rows = [run_set(name, args) for name in args.sets]
+    os.makedirs(args.output, exist_ok=True)
+    with open(Path(args.output) / "results.json", "w") as f:
+        json.dump({"device": device, "args": vars(args), "rows": rows}, f, indent=2)
+
+    print(f"\ndevice: {device}; epochs {args.epochs}, crops/epoch {args.samples_per_epoch or 'bundle'}, "
+          f"TTA {'8-fold' if args.tta else 'off'}")
+    print("| set | train | eval | peak GPU | AP@0.5 pooled | AP@0.5 by image | AP@0.75 pooled | AP@0.75 by image "
+          "| paper AP@0.5 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mem = "-" if r["peak_gpu_gib"] is None else f"{r['peak_gpu_gib']:.2f} GiB"
+        print(f"| {r['set']} | {r['train_s'] / 60:.1f} min | {r['eval_s'] / 60:.1f} min | {mem} | "
+              f"{r['ap50_pooled']:.3f} | {r['ap50_by_image']:.3f} | {r['ap75_pooled']:.3f} | "
+              f"{r['ap75_by_image']:.3f} | {r['paper_ap50']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
