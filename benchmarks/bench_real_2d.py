@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigWorkflow
 
-from monai_embedseg.bundle.paths import bundle_path
+from monai_embedseg.bundle.paths import bundle_workflow
 
 #: the paper's test AP_dsb@0.5 (Lalit et al. 2021, Table 1), on its own splits
 PAPER_AP50 = {"dsb2018": 0.887, "bbbc010": 0.965, "usiigaci": 0.704}
@@ -41,15 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _workflow(bundle: str, kind: str, files: list[str], overrides: dict) -> ConfigWorkflow:
-    configs = Path(bundle_path(bundle)) / "configs"
-    config = [str(configs / f) for f in files]
-    wf = ConfigWorkflow(
-        config_file=config if len(config) > 1 else config[0],
-        meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"),
-        workflow_type=kind,
-        **overrides,
-    )
+    wf = bundle_workflow(bundle, kind, files, **overrides)
     wf.initialize()
     return wf
 
