@@ -44,6 +44,8 @@ def segment(
     overwrite: bool = False,
     device: str | None = None,
     image_channel_dim: int | None = None,
+    precision: str | None = None,
+    paper_thresholds: bool = False,
 ) -> list[Path]:
     """Segment images with a bundle's network and a checkpoint; write ``<name>_labels.tif`` into ``output_dir``.
 
@@ -55,6 +57,11 @@ def segment(
             minimum object size.
         tta: test-time augmentation (8 transforms in 2D, 16 in 3D).
         roi_size: sliding-window tile size (default: the bundle's ``roi_size``).
+        precision: ``"auto"`` (bf16 where the device has it natively), ``"float32"`` or ``"bfloat16"`` (default:
+            the bundle's ``precision``).
+        paper_thresholds: use the paper's seed / foreground thresholds (0.9 / 0.5) and the dataset's minimum
+            object size instead of those tuned on the validation split after training (``thresholds.json`` beside
+            the checkpoint, used when present).
 
     Returns:
         the written label files (uint16 label maps ``(*spatial)``).
@@ -67,7 +74,9 @@ def segment(
     from monai_embedseg.bundle.pipelines import infer_transforms
     from monai_embedseg.data.io import write_tiff
     from monai_embedseg.data.properties import load_properties
+    from monai_embedseg.engines import read_thresholds
     from monai_embedseg.inferers import EmbedSegInferer
+    from monai_embedseg.networks.nets import FastForward
     from monai_embedseg.transforms.cluster import EmbedSegCluster
     from monai_embedseg.utils.checkpoint import load_weights
 
@@ -89,14 +98,16 @@ def segment(
 
     dev = torch.device(device) if device else parser.get_parsed_content("device")
     network = load_weights(parser.get_parsed_content("network_def"), checkpoint, map_location="cpu").to(dev).eval()
+    runner = FastForward(network, precision=precision or parser.get_parsed_content("precision")).eval()
+    tuned = read_thresholds(str(checkpoint.parent), int(props["min_object_size"]), use_tuned=not paper_thresholds)
     spacing = parser.get_parsed_content("spacing")
     inferer = EmbedSegInferer(roi_size=roi_size or parser.get_parsed_content("roi_size"), sw_batch_size=4, tta=tta,
                               spacing=spacing, tta_batch_size=1)
     cluster = EmbedSegCluster(
         spacing=spacing,
-        seed_thresh=parser.get_parsed_content("seed_thresh"),
-        fg_thresh=parser.get_parsed_content("fg_thresh"),
-        min_object_size=int(props["min_object_size"]),
+        seed_thresh=tuned["seed_thresh"],
+        fg_thresh=tuned["fg_thresh"],
+        min_object_size=tuned["min_object_size"],
     )
     if image_channel_dim is None and "image_channel_dim" in parser:
         image_channel_dim = parser.get_parsed_content("image_channel_dim")
@@ -111,8 +122,8 @@ def segment(
             while root.__cause__ is not None:
                 root = root.__cause__
             raise ValueError(f"cannot read image {src}: {root}") from e
-        with torch.no_grad():
-            pred = inferer(torch.as_tensor(image)[None].to(dev), network)[0]
+        with torch.inference_mode():
+            pred = inferer(torch.as_tensor(image)[None].to(dev), runner)[0]
         labels = cluster(pred)
         write_tiff(str(dst), labels[0].cpu().numpy().astype("uint16"), overwrite=overwrite)
         written.append(dst)
@@ -189,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", default=None)
     p.add_argument("--channel-dim", type=int, default=None, help="channel axis of multi-channel images on disk")
+    p.add_argument("--precision", default=None, choices=["auto", "float32", "bfloat16"],
+                   help="numeric format of the network (default: the bundle's; auto = bf16 where native)")
+    p.add_argument("--paper-thresholds", action="store_true",
+                   help="seed 0.9 / foreground 0.5 instead of the thresholds tuned on the validation split")
 
     p = sub.add_parser("evaluate", help="AP_dsb of predicted label TIFFs against masks")
     p.add_argument("pred_dir")
@@ -205,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo(args.bundle, args.epochs, args.output_dir)
         elif args.command == "segment":
             files = segment(args.inputs, args.bundle, args.output, args.checkpoint, args.properties, args.tta,
-                            args.tile, args.overwrite, args.device, args.channel_dim)
+                            args.tile, args.overwrite, args.device, args.channel_dim, args.precision,
+                            args.paper_thresholds)
             print(f"wrote {len(files)} label image(s) to {args.output}")
         elif args.command == "evaluate":
             evaluate(args.pred_dir, args.mask_dir, args.output)

@@ -1,6 +1,7 @@
 """End-to-end runs of the synthetic bundles on tiny generated datasets (train, resume, evaluate, inference)."""
 
 import csv
+import json
 import os
 import subprocess
 import traceback
@@ -67,6 +68,9 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     tags = acc.Tags()
     assert {"total", "instance", "variance", "seed", "lr"} <= set(tags["scalars"]), tags["scalars"]
     assert "val_ap50" in tags["scalars"] and "val/prediction" in tags["images"]
+    assert {"time_to_accuracy/val_ap50", "step_s_forward", "step_data_fraction"} <= set(tags["scalars"])
+    with open(out / "time_to_accuracy.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]
 
     # 2) resume: continues at epoch 2 and runs epochs 2 and 3 only
     wf = run("train", ["train.json"], tmp_path, bundle, epochs=3, val_interval=1, resume=True)
@@ -77,11 +81,15 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     wf.run()
     assert started == [2, 3]
     assert (out / "checkpoint_epoch=3.pt").is_file()
+    # after training, the thresholds were searched on the validation split and saved beside the model
+    tuned = json.loads((out / "thresholds.json").read_text())
+    assert 0 < tuned["fg_thresh"] <= tuned["seed_thresh"] < 1 and tuned["min_object_size"] >= 0
 
     # 3) evaluate on the test split: per-image and summary CSVs
     wf = run("eval", ["train.json", "evaluate.json"], tmp_path, bundle, **{"validate#tta": False})
     wf.initialize()
     assert wf.check_properties() == []
+    assert wf.parser.get_parsed_content("seed_thresh") == tuned["seed_thresh"]  # evaluation uses the tuned values
     wf.run()
     with open(out / "ap_summary.csv") as f:
         rows = list(csv.DictReader(f))

@@ -1,3 +1,4 @@
 """Networks for EmbedSeg."""
 
 from .branched_erfnet import BranchedERFNet, BackboneAdapter
+from .precision import FastForward, bf16_supported, resolve_precision

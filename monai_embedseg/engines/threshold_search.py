@@ -1,0 +1,180 @@
+"""Choose the clustering thresholds of a trained model on the validation split (like StarDist's
+``optimize_thresholds``), and save them beside the model so inference uses them by default."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from monai_embedseg.metrics.matching import image_match_counts, ap_from_counts
+from monai_embedseg.transforms.cluster import cluster_embeddings
+from monai_embedseg.utils.checkpoint import load_weights
+from monai_embedseg.utils.files import atomic_output
+
+__all__ = ["ThresholdSearch", "read_thresholds", "PAPER_THRESHOLDS", "THRESHOLDS_FILE"]
+
+logger = logging.getLogger(__name__)
+
+#: the paper's clustering thresholds
+PAPER_THRESHOLDS = {"seed_thresh": 0.9, "fg_thresh": 0.5}
+#: file written beside ``model.pt``
+THRESHOLDS_FILE = "thresholds.json"
+
+
+def read_thresholds(output_dir: str, min_object_size: int, use_tuned: bool = True) -> dict:
+    """Clustering thresholds for inference: the tuned ones saved by :class:`ThresholdSearch`, else the paper's.
+
+    Args:
+        output_dir: the training output folder (holding ``model.pt`` and, after tuning, ``thresholds.json``).
+        min_object_size: the fallback minimum object size (from the dataset properties).
+        use_tuned: ``False`` ignores a tuned file (the paper's 0.9 / 0.5 and ``min_object_size``).
+
+    Returns:
+        ``{"seed_thresh", "fg_thresh", "min_object_size", "source"}``.
+    """
+    path = Path(output_dir) / THRESHOLDS_FILE
+    if use_tuned and path.is_file():
+        with open(path) as f:
+            saved = json.load(f)
+        try:
+            return {
+                "seed_thresh": float(saved["seed_thresh"]),
+                "fg_thresh": float(saved["fg_thresh"]),
+                "min_object_size": int(saved["min_object_size"]),
+                "source": str(path),
+            }
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: not a thresholds file written by ThresholdSearch ({e}).") from None
+    return {**PAPER_THRESHOLDS, "min_object_size": int(min_object_size), "source": "paper"}
+
+
+class ThresholdSearch:
+    """Predict the validation images once, then search seed / foreground thresholds and the minimum object size.
+
+    The search maximises AP_dsb at ``iou`` averaged over images (EmbedSeg's convention), first over the grid of
+    ``seed_threshs x fg_threshs`` at the dataset's minimum object size, then over ``min_size_factors`` (multiples of
+    the mean object size, plus the dataset minimum) at the best pair; ties go to the paper's values. The network
+    runs once per image (the prediction is kept), so the search costs clusterings only. The result, with the
+    validation AP of the paper's thresholds beside it, is written atomically to ``output_file``.
+
+    Args:
+        network: the network (or its ``FastForward`` runner) to predict with.
+        inferer: e.g. an ``EmbedSegInferer`` with the same TTA setting as inference.
+        dataloader: validation batches (batch size 1) with ``image_key`` and ``label_key`` (label map or one-hot).
+        output_file: where to write the JSON (replaced if present: it belongs to the run).
+        min_object_size: the dataset's minimum object size (pixels), the default of the search.
+        mean_object_size: the dataset's mean object size, scale of ``min_size_factors``.
+        checkpoint: weights to load into ``load_into`` first (e.g. the best ``model.pt``); skipped if missing.
+        load_into: the bare network whose weights ``checkpoint`` holds (default: ``network``).
+        spacing: pixel size for the clustering.
+        device: device of the network input.
+        tta: if given, predict with a copy of ``inferer`` whose ``tta`` is set to this (e.g. the bundle's validation
+            inferer without TTA during training, with TTA here as at inference).
+        iou: the IoU threshold of the objective.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        inferer: Callable,
+        dataloader: Iterable,
+        output_file: str,
+        min_object_size: int = 0,
+        mean_object_size: float | None = None,
+        checkpoint: str | None = None,
+        load_into: torch.nn.Module | None = None,
+        spacing: Sequence[float] | None = None,
+        device: str | torch.device = "cpu",
+        tta: bool | None = None,
+        seed_threshs: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9),
+        fg_threshs: Sequence[float] = (0.3, 0.4, 0.5, 0.6),
+        min_size_factors: Sequence[float] = (0.05, 0.1, 0.2, 0.3),
+        iou: float = 0.5,
+        image_key: str = "image",
+        label_key: str = "label",
+    ) -> None:
+        self.network = network
+        if tta is not None and hasattr(inferer, "tta"):
+            inferer = copy.copy(inferer)
+            inferer.tta = bool(tta)
+        self.inferer = inferer
+        self.dataloader = dataloader
+        self.output_file = output_file
+        self.min_object_size = int(min_object_size)
+        self.mean_object_size = mean_object_size
+        self.checkpoint = checkpoint
+        self.load_into = load_into if load_into is not None else network
+        self.spacing = spacing
+        self.device = torch.device(device)
+        self.seed_threshs = sorted(float(t) for t in seed_threshs)
+        self.fg_threshs = sorted(float(t) for t in fg_threshs)
+        self.min_size_factors = tuple(float(f) for f in min_size_factors)
+        self.iou = float(iou)
+        self.image_key = image_key
+        self.label_key = label_key
+
+    def predict(self) -> list[tuple[torch.Tensor, np.ndarray]]:
+        """Raw predictions ``(C, *spatial)`` (CPU float32) and labels of every validation image."""
+        self.network.eval()
+        out = []
+        with torch.inference_mode():
+            for batch in self.dataloader:
+                image = torch.as_tensor(batch[self.image_key]).to(self.device)
+                pred = self.inferer(image, self.network)
+                label = torch.as_tensor(batch[self.label_key])
+                for p, y in zip(pred, label):
+                    out.append((torch.as_tensor(p).float().cpu(), np.asarray(y.cpu())))
+        return out
+
+    def score(self, preds: list, seed_thresh: float, fg_thresh: float, min_object_size: int) -> float:
+        """Validation AP_dsb at ``iou`` (mean over images) of one setting."""
+        counts = []
+        for pred, label in preds:
+            labels, _ = cluster_embeddings(pred, self.spacing, seed_thresh, fg_thresh, min_object_size)
+            counts.append(image_match_counts(label, labels.numpy(), (self.iou,))[:, :3])
+        return float(ap_from_counts(np.stack(counts), by_image=True)[0])
+
+    def run(self) -> dict:
+        """Search, write ``output_file`` and return the chosen setting with its validation AP."""
+        if self.checkpoint is not None and Path(self.checkpoint).is_file():
+            load_weights(self.load_into, self.checkpoint, map_location=self.device)
+        preds = self.predict()
+        if not preds:
+            raise ValueError("threshold search: the validation dataloader is empty.")
+        paper = (PAPER_THRESHOLDS["seed_thresh"], PAPER_THRESHOLDS["fg_thresh"])
+        pairs = [(s, f) for s, f in itertools.product(self.seed_threshs, self.fg_threshs) if s >= f]
+        if paper not in pairs:
+            pairs.append(paper)
+        scores = {pair: self.score(preds, *pair, self.min_object_size) for pair in pairs}
+        paper_ap = scores[paper]
+        best = max(pairs, key=lambda p: (round(scores[p], 6), p == paper))
+        sizes = {self.min_object_size}
+        if self.mean_object_size:
+            sizes |= {max(self.min_object_size, int(round(f * self.mean_object_size))) for f in self.min_size_factors}
+        size_scores = {m: (scores[best] if m == self.min_object_size else self.score(preds, *best, m)) for m in sizes}
+        min_size = max(sorted(sizes), key=lambda m: (round(size_scores[m], 6), m == self.min_object_size))
+        result = {
+            "seed_thresh": best[0],
+            "fg_thresh": best[1],
+            "min_object_size": int(min_size),
+            f"val_ap{int(self.iou * 100)}_by_image": size_scores[min_size],
+            f"val_ap{int(self.iou * 100)}_by_image_paper_thresholds": paper_ap,
+            "n_val_images": len(preds),
+            "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+        }
+        with atomic_output(self.output_file, overwrite=True) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(result, f, indent=2)
+        logger.info(
+            f"thresholds tuned on {len(preds)} validation images: seed {best[0]}, foreground {best[1]}, "
+            f"min size {min_size}: val AP@{self.iou} {size_scores[min_size]:.3f} (paper thresholds {paper_ap:.3f}) "
+            f"-> {self.output_file}"
+        )
+        return result

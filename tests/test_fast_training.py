@@ -1,0 +1,153 @@
+"""The fast training path: FastForward, threshold search on the validation split, step timing, time to accuracy."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from monai_embedseg.engines import PAPER_THRESHOLDS, ThresholdSearch, read_thresholds
+from monai_embedseg.handlers import StepTimeHandler, TimeToAccuracyHandler
+from monai_embedseg.networks.nets import BranchedERFNet, FastForward, bf16_supported, resolve_precision
+from monai_embedseg.utils.oracle import oracle_prediction
+
+
+# ---------------------------------------------------------------- FastForward
+
+
+@pytest.mark.parametrize("spatial_dims, shape", [(2, (37, 50)), (3, (12, 20, 17))])
+def test_fast_forward_float32_channels_last_equals_plain(spatial_dims, shape):
+    torch.manual_seed(0)
+    net = BranchedERFNet(spatial_dims, 2, init_offset_scale=None, init_sigma_bias=None).eval()
+    x = torch.rand(2, 2, *shape)
+    with torch.no_grad():
+        ref = net(x)
+        out = FastForward(net, precision="float32", channels_last=True)(x)
+    assert out.shape == ref.shape and out.dtype == torch.float32 and out.is_contiguous()
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_fast_forward_keeps_the_state_dict_and_trains():
+    torch.manual_seed(0)
+    net = BranchedERFNet(2, 1)
+    keys = list(net.state_dict())
+    runner = FastForward(net, precision="auto")
+    assert runner.network is net
+    out = runner(torch.rand(2, 1, 32, 32))
+    out.sum().backward()
+    assert list(net.state_dict()) == keys
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters() if p.requires_grad)
+
+
+@pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU has no native bf16 (the float32 path is tested above)")
+def test_fast_forward_bf16_is_close_to_float32():
+    torch.manual_seed(0)
+    net = BranchedERFNet(2, 1, init_offset_scale=None, init_sigma_bias=None).eval()
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+        out = FastForward(net, precision="bfloat16")(x)
+    assert out.dtype == torch.float32
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max() + 0.05
+
+
+def test_precision_names():
+    assert resolve_precision("float32", "cpu") == torch.float32
+    assert resolve_precision("auto", "cpu") == (torch.bfloat16 if bf16_supported("cpu") else torch.float32)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        FastForward(torch.nn.Identity(), precision="fp8")
+    if not bf16_supported("cpu"):
+        with pytest.raises(ValueError, match="no native bf16"):
+            resolve_precision("bfloat16", "cpu")
+
+
+# ---------------------------------------------------------------- threshold search
+
+
+def _val_case(seed: int):
+    """A label map and a raw prediction whose true objects have seed 0.75 (below the paper's 0.9) and whose
+    spurious 2x2 blobs have seed 0.97: the paper's thresholds find nothing, a search finds every object."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros((1, 64, 64), dtype=np.int64)
+    for i, (y, x) in enumerate([(10, 10), (10, 40), (40, 12), (42, 44)]):
+        r = 5 + rng.integers(0, 3)
+        yy, xx = np.ogrid[:64, :64]
+        label[0][(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = i + 1
+    pred = oracle_prediction(label)
+    logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
+    pred[-1][label[0] > 0] = logit(0.75)
+    for y, x in [(58, 2), (2, 58), (30, 30)]:
+        pred[-1][y : y + 2, x : x + 2] = logit(0.97)
+    return torch.as_tensor(label), torch.as_tensor(pred)
+
+
+class _FixedInferer:
+    """Returns the stored prediction of the image (the image holds its index)."""
+
+    def __init__(self, preds):
+        self.preds = preds
+        self.tta = False
+
+    def __call__(self, image, network):
+        return torch.stack([self.preds[int(i)] for i in image.flatten(1)[:, 0]])
+
+
+def test_threshold_search_beats_the_paper_thresholds_on_validation(tmp_path):
+    cases = [_val_case(s) for s in range(3)]
+    loader = [{"image": torch.full((1, 1, 64, 64), float(i)), "label": lab[None]} for i, (lab, _) in enumerate(cases)]
+    search = ThresholdSearch(
+        torch.nn.Identity(), _FixedInferer([p for _, p in cases]), loader, str(tmp_path / "thresholds.json"),
+        min_object_size=1, mean_object_size=80.0, tta=True,
+    )
+    result = search.run()
+    assert result["val_ap50_by_image_paper_thresholds"] == 0.0
+    assert result["val_ap50_by_image"] == 1.0
+    assert result["seed_thresh"] < 0.75 and result["min_object_size"] > 1  # 1-pixel spurious objects dropped
+    saved = read_thresholds(str(tmp_path), min_object_size=1)
+    assert saved["seed_thresh"] == result["seed_thresh"] and saved["source"].endswith("thresholds.json")
+    assert read_thresholds(str(tmp_path), 7, use_tuned=False) == {**PAPER_THRESHOLDS, "min_object_size": 7,
+                                                                   "source": "paper"}
+    assert read_thresholds(str(tmp_path / "none"), 3)["source"] == "paper"
+    (tmp_path / "thresholds.json").write_text(json.dumps({"seed": 1}))
+    with pytest.raises(ValueError, match="not a thresholds file"):
+        read_thresholds(str(tmp_path), 3)
+
+
+# ---------------------------------------------------------------- timing handlers
+
+
+def test_step_time_and_time_to_accuracy_handlers(tmp_path):
+    from monai.engines.utils import IterationEvents
+
+    trainer = Engine(lambda e, b: (e.fire_event(IterationEvents.FORWARD_COMPLETED),
+                                   e.fire_event(IterationEvents.LOSS_COMPLETED),
+                                   e.fire_event(IterationEvents.MODEL_COMPLETED)))
+    trainer.register_events(*IterationEvents, event_to_attr={})
+    validator = Engine(lambda e, b: None)
+    validator.add_event_handler(Events.COMPLETED, lambda e: e.state.metrics.update(val_ap50=e.state.epoch / 10))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run([0], max_epochs=validator.state.max_epochs + 1 if validator.state.max_epochs else 1))
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    steps = StepTimeHandler()
+    steps.attach(trainer)
+    tta = TimeToAccuracyHandler(validator, str(tmp_path), snapshot_minutes=[0.0, 1000.0])
+    tta.attach(trainer)
+    trainer.run(range(4), max_epochs=2)
+
+    assert steps.totals["steps"] == 8
+    mean = steps.mean_step()
+    assert set(mean) == {"data", "forward", "loss", "backward_step", "total"} and mean["total"] > 0
+    assert 0.0 <= trainer.state.metrics["step_data_fraction"] <= 1.0
+    with open(tmp_path / "time_to_accuracy.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and "val_ap50" in rows[0]
+    assert float(rows[1]["seconds"]) >= float(rows[0]["seconds"]) >= 0
+    # the 0-min mark is passed at once, the 1000-min mark is taken at the end of training
+    assert (tmp_path / "model_0min.pt").read_bytes() == b"weights"
+    assert (tmp_path / "model_1000min.pt").read_bytes() == b"weights"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert "time_to_accuracy/val_ap50" in EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"]
