@@ -10,8 +10,16 @@ peak GPU memory (``torch.cuda.max_memory_allocated``, training and evaluation; `
 0.5 and 0.75 pooled over the split and as the mean over images, beside the paper's AP@0.5. Outputs (checkpoints,
 TensorBoard events, ``ap_summary.csv``) stay in ``--output/<set>``; the table is also written as ``results.json``.
 
+With ``--profile fast`` the bundle's ``configs/train_fast.json`` is merged over ``train.json`` (the CPU
+time-to-accuracy schedule, as ``--config_file "['configs/train.json','configs/train_fast.json']"`` does). With
+``--minutes 5 10 20 40`` the best-so-far model is kept when training passes each mark; after training each of
+those models gets its own threshold search on the validation split and its own test evaluation, so the table says
+what a user stopping at that time would get. The mean seconds per step are split into data / forward / loss /
+backward+step (``StepTimeHandler``).
+
 Usage::
 
+    python benchmarks/bench_real_2d.py --profile fast --minutes 5 10 20 # time to accuracy on this machine
     python benchmarks/bench_real_2d.py                                   # the paper's schedule (GPU: hours)
     python benchmarks/bench_real_2d.py --epochs 30 --samples-per-epoch 256 --accumulation-steps 1 \\
         --learning-rate 1e-3 --sets usiigaci                             # a reduced budget
@@ -34,6 +42,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from monai_embedseg.bundle.paths import bundle_workflow
+from monai_embedseg.handlers import StepTimeHandler
 
 #: the paper's test AP_dsb@0.5 (Lalit et al. 2021, Table 1), on its own splits
 PAPER_AP50 = {"dsb2018": 0.887, "bbbc010": 0.965, "usiigaci": 0.704}
@@ -83,18 +92,59 @@ def run_set(name: str, args: argparse.Namespace) -> dict:
             shutil.rmtree(limited, ignore_errors=True)
 
 
+def _train_files(args: argparse.Namespace) -> list[str]:
+    return ["train.json"] if args.profile == "paper" else ["train.json", "train_fast.json"]
+
+
+def _evaluate(name: str, out: Path, ckpt: Path, common: dict, args: argparse.Namespace) -> dict:
+    """Test-split AP of ``ckpt`` (thresholds from ``out/thresholds.json`` when present), as the evaluate run does."""
+    evaluate = _workflow(
+        name, "eval", [*_train_files(args), "evaluate.json"],
+        {**common, "output_dir": str(out), "validate#tta": args.tta, "ckpt_path": str(ckpt)},
+    )
+    evaluate.run()
+    evaluate.finalize()
+    with open(out / "ap_summary.csv") as f:
+        ap = {float(r["threshold"]): r for r in csv.DictReader(f)}
+    return {
+        "ap50_pooled": float(ap[0.5]["AP_dsb_pooled"]),
+        "ap50_by_image": float(ap[0.5]["AP_dsb_by_image"]),
+        "ap75_pooled": float(ap[0.75]["AP_dsb_pooled"]),
+        "ap75_by_image": float(ap[0.75]["AP_dsb_by_image"]),
+    }
+
+
+def _at_minutes(name: str, out: Path, common: dict, args: argparse.Namespace) -> dict:
+    """For each ``model_<m>min.pt`` snapshot: its own threshold search on val, then test AP."""
+    rows = {}
+    for mark in args.minutes or []:
+        snap = out / f"model_{mark:g}min.pt"
+        if not snap.is_file():
+            continue
+        sub = out / f"at_{mark:g}min"
+        sub.mkdir(exist_ok=True)
+        shutil.copyfile(snap, sub / "model.pt")
+        search = _workflow(name, "train", _train_files(args), {**common, "output_dir": str(sub)})
+        search.parser.get_parsed_content("threshold_search").run()
+        rows[mark] = _evaluate(name, sub, sub / "model.pt", common, args)
+    return rows
+
+
 def _train_and_evaluate(name: str, data_dir: Path, args: argparse.Namespace) -> dict:
     out = Path(args.output) / name
     common = {"dataset_dir": str(data_dir), "output_dir": str(out)}
-    schedule = {"epochs": args.epochs}
+    schedule = {} if args.epochs is None else {"epochs": args.epochs}
     for key in ("samples_per_epoch", "accumulation_steps", "learning_rate", "val_interval"):
         if getattr(args, key) is not None:
             schedule[key] = getattr(args, key)
+    if args.minutes:
+        schedule["snapshot_minutes"] = list(args.minutes)
 
     _reset_gpu_peak()
     t0 = time.perf_counter()
-    train = _workflow(name, "train", ["train.json"], {**common, **schedule})
+    train = _workflow(name, "train", _train_files(args), {**common, **schedule})
     train.run()
+    step = next(h for h in train.parser.get_parsed_content("train#handlers") if isinstance(h, StepTimeHandler))
     train.finalize()
     train_s, train_mem = time.perf_counter() - t0, _peak_gpu_gib()
 
@@ -103,25 +153,17 @@ def _train_and_evaluate(name: str, data_dir: Path, args: argparse.Namespace) -> 
     ckpt = out / "model.pt"
     if not ckpt.exists():  # no validation ran (val_interval > epochs): evaluate the last checkpoint
         ckpt = max(out.glob("checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[1]))
-    evaluate = _workflow(
-        name, "eval", ["train.json", "evaluate.json"], {**common, "validate#tta": args.tta, "ckpt_path": str(ckpt)}
-    )
-    evaluate.run()
-    evaluate.finalize()
+    final = _evaluate(name, out, ckpt, common, args)
     eval_s, eval_mem = time.perf_counter() - t0, _peak_gpu_gib()
-
-    with open(out / "ap_summary.csv") as f:
-        ap = {float(r["threshold"]): r for r in csv.DictReader(f)}
     return {
         "set": name,
         "train_s": train_s,
         "eval_s": eval_s,
         "peak_gpu_gib": None if train_mem is None else max(train_mem, eval_mem),
-        "ap50_pooled": float(ap[0.5]["AP_dsb_pooled"]),
-        "ap50_by_image": float(ap[0.5]["AP_dsb_by_image"]),
-        "ap75_pooled": float(ap[0.75]["AP_dsb_pooled"]),
-        "ap75_by_image": float(ap[0.75]["AP_dsb_by_image"]),
+        **final,
         "paper_ap50": PAPER_AP50[name],
+        "step_s": step.mean_step(),
+        "at_minutes": _at_minutes(name, out, common, args),
     }
 
 
@@ -131,7 +173,10 @@ def main() -> None:
     p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--sets", nargs="+", default=list(PAPER_AP50), choices=list(PAPER_AP50))
     p.add_argument("--output", default=str(REPO / "outputs" / "bench_real_2d"))
-    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--profile", default="paper", choices=["paper", "fast"],
+                   help="paper: train.json as shipped; fast: train.json + train_fast.json")
+    p.add_argument("--minutes", type=float, nargs="+", help="also report test AP of the model at these minutes")
+    p.add_argument("--epochs", type=int, help="override the profile's epochs")
     p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
     p.add_argument("--accumulation-steps", dest="accumulation_steps", type=int)
     p.add_argument("--learning-rate", dest="learning_rate", type=float)
@@ -148,8 +193,8 @@ def main() -> None:
     with open(Path(args.output) / "results.json", "w") as f:
         json.dump({"device": device, "args": vars(args), "rows": rows}, f, indent=2)
 
-    print(f"\ndevice: {device}; epochs {args.epochs}, crops/epoch {args.samples_per_epoch or 'bundle'}, "
-          f"TTA {'8-fold' if args.tta else 'off'}")
+    print(f"\ndevice: {device}; profile {args.profile}, epochs {args.epochs or 'profile'}, "
+          f"crops/epoch {args.samples_per_epoch or 'profile'}, TTA {'8-fold' if args.tta else 'off'}")
     print("| set | train | eval | peak GPU | AP@0.5 pooled | AP@0.5 by image | AP@0.75 pooled | AP@0.75 by image "
           "| paper AP@0.5 |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -158,6 +203,21 @@ def main() -> None:
         print(f"| {r['set']} | {r['train_s'] / 60:.1f} min | {r['eval_s'] / 60:.1f} min | {mem} | "
               f"{r['ap50_pooled']:.3f} | {r['ap50_by_image']:.3f} | {r['ap75_pooled']:.3f} | "
               f"{r['ap75_by_image']:.3f} | {r['paper_ap50']:.3f} |")
+    print("\ns/step (mean over training): | set | total | data | forward | loss | backward+step | data share |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        t = r["step_s"]
+        print(f"| {r['set']} | {t['total']:.3f} | {t['data']:.3f} | {t['forward']:.3f} | {t['loss']:.3f} | "
+              f"{t['backward_step']:.3f} | {100 * t['data'] / max(t['total'], 1e-12):.1f} % |")
+    if args.minutes:
+        print("\ntest AP@0.5 (pooled / by image) of the best-by-val model after m minutes of training, thresholds "
+              "tuned on val for that model:")
+        print("| set | " + " | ".join(f"{m:g} min" for m in args.minutes) + " |")
+        print("|---|" + "---|" * len(args.minutes))
+        for r in rows:
+            cells = [r["at_minutes"].get(m) for m in args.minutes]
+            print(f"| {r['set']} | " + " | ".join(
+                "-" if c is None else f"{c['ap50_pooled']:.3f} / {c['ap50_by_image']:.3f}" for c in cells) + " |")
 
 
 if __name__ == "__main__":

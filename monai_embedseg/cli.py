@@ -79,7 +79,9 @@ def segment(
     from monai_embedseg.networks.nets import FastForward
     from monai_embedseg.transforms.cluster import EmbedSegCluster
     from monai_embedseg.utils.checkpoint import load_weights
+    from monai_embedseg.utils.threads import configure_threads
 
+    configure_threads()
     config_file = Path(bundle) / "configs" / "inference.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{bundle} is not a bundle folder: {config_file} does not exist.")

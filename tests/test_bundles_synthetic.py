@@ -128,3 +128,26 @@ def test_multi_gpu_config_runs_under_torchrun_on_cpu(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "out" / "checkpoint_epoch=1.pt").is_file()
+
+
+@pytest.mark.parametrize("bundle, synthetic", [("dsb2018", "nuclei_2d"), ("bbbc010", "worms_2d")])
+def test_fast_profile_trains_on_generated_data(bundle, synthetic, tmp_path):
+    """The shipped train_fast.json merged over train.json: one short epoch with DataLoader workers, the one-cycle
+    schedule stepped per iteration, the auto precision, then the threshold search on the validation split."""
+    out = tmp_path / "out"
+    kwargs = {"n_train": 4, "n_test": 1, "shape": [96, 96], "seed": 5}
+    wf = workflow(bundle, "train", ["train.json", "train_fast.json"], tmp_path, synthetic=synthetic,
+                  synthetic_kwargs=kwargs, epochs=1, samples_per_epoch=4, val_interval=1, roi_size=[96, 96],
+                  **({"in_channels": 1, "image_channel_dim": None, "label_key": "label", "label_channel_dim": None}
+                     if bundle == "bbbc010" else {}))
+    wf.initialize()
+    assert wf.check_properties() == []
+    loader = wf.parser.get_parsed_content("train#dataloader")
+    assert loader.num_workers >= 1
+    scheduler = wf.parser.get_parsed_content("lr_scheduler")
+    assert type(scheduler).__name__ == "OneCycleLR" and scheduler.total_steps == 4 // wf.parser["batch_size"]
+    assert wf.parser.get_parsed_content("runner").precision == "auto"
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.iteration == scheduler.total_steps  # the schedule ends exactly with training
+    assert (out / "model.pt").is_file() and (out / "thresholds.json").is_file()

@@ -151,3 +151,26 @@ def test_step_time_and_time_to_accuracy_handlers(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     assert "time_to_accuracy/val_ap50" in EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"]
+
+
+# ---------------------------------------------------------------- threads
+
+
+def test_configure_threads(monkeypatch):
+    from monai_embedseg.utils import threads as th
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+        monkeypatch.setattr(th, "available_cpus", lambda: 8)
+        monkeypatch.setattr(th.os, "getloadavg", lambda: (3.2, 0.0, 0.0))
+        assert th.configure_threads(reserve=1) == 5 == torch.get_num_threads()  # 8 CPUs, 3 busy
+        monkeypatch.setattr(th.os, "getloadavg", lambda: (20.0, 0.0, 0.0))
+        assert th.configure_threads() == 1  # a fully loaded machine: one thread, never zero
+        assert th.configure_threads(threads=2) == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        torch.set_num_threads(3)
+        assert th.configure_threads(reserve=1) == 3  # the user's choice wins
+    finally:
+        torch.set_num_threads(before)

@@ -13,3 +13,4 @@ from .embedding import (
 from .checkpoint import load_weights
 from .files import atomic_output
 from .oracle import oracle_prediction
+from .threads import available_cpus, configure_threads

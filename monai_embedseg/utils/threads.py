@@ -1,0 +1,52 @@
+"""A torch CPU thread count that does not oversubscribe the machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+__all__ = ["available_cpus", "configure_threads"]
+
+logger = logging.getLogger(__name__)
+
+#: environment variables through which a user sets the thread count
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, or ``os.cpu_count()`` where that is unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_threads(reserve: int = 0, threads: int | None = None) -> int:
+    """Set ``torch.set_num_threads`` to what this machine can give now, unless the user chose it.
+
+    PyTorch starts one OpenMP thread per core; on a small CPU shared with other programs those threads wait for
+    each other and a step can become many times slower. The count used here is the CPUs of this process's
+    affinity, minus ``reserve`` (e.g. the DataLoader workers), minus the cores already busy (the 1-minute load
+    average), and at least 1. An explicit ``threads``, or ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` in the
+    environment, wins.
+
+    Returns:
+        the thread count now in use.
+    """
+    if threads is None:
+        user = next((os.environ[v] for v in THREAD_VARS if os.environ.get(v, "").strip()), None)
+        if user is not None:
+            return torch.get_num_threads()  # torch already follows the variable
+        cpus = available_cpus()
+        try:
+            busy = int(round(os.getloadavg()[0]))
+        except (AttributeError, OSError):
+            busy = 0
+        threads = max(1, min(cpus - int(reserve), cpus - busy))
+    threads = max(1, int(threads))
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+        logger.info(f"using {threads} torch CPU thread(s) (set OMP_NUM_THREADS to choose)")
+    return threads
