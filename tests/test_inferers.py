@@ -275,3 +275,21 @@ def test_tta_accumulation_is_bitwise_the_whole_tensor_inversion(shape, channels,
         ref = _old_style_tta(x, net, spacing, kw.get("seed_average", "probability"))
     assert out.dtype == (torch.float16 if half else torch.float32) and out.shape == ref.shape
     assert torch.equal(out, ref)
+
+
+def test_an_image_that_fits_one_window_runs_whole_without_padding():
+    shapes = []
+
+    def net(x):
+        shapes.append(tuple(x.shape[2:]))
+        return torch.zeros(x.shape[0], 5, *x.shape[2:])
+
+    x = torch.rand(1, 1, 70, 50)
+    EmbedSegInferer(roi_size=(128, 128))(x, net)
+    assert shapes == [(70, 50)]  # one call, the image's own size (MONAI would pad to 128 x 128)
+    shapes.clear()
+    EmbedSegInferer(roi_size=(128, 128), whole_if_fits=False)(x, net)
+    assert shapes == [(128, 128)]
+    shapes.clear()
+    EmbedSegInferer(roi_size=(64, 64), overlap=0.25)(x, net)
+    assert len(shapes) > 1 and set(shapes) == {(64, 64)}  # larger than the window: sliding window as before
