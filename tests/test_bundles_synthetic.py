@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from ignite.engine import Events
 from _bundle_runs import workflow
@@ -78,8 +79,17 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     trainer = wf.parser.get_parsed_content("train#trainer")
     started = []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(e.state.epoch))
+    saver = wf.parser.get_parsed_content("validate#handlers#3")
+    first_best = torch.load(out / "model.pt", weights_only=True)["checkpointer"]["_saved"]
+    assert [tuple(x) for x in saver._key_metric_checkpoint._saved] == [tuple(x) for x in first_best]  # restored
+    scores = []
+    validator = wf.parser.get_parsed_content("validate#evaluator")
+    validator.add_event_handler(Events.COMPLETED, lambda e: scores.append(e.state.metrics["val_ap50"]))
     wf.run()
     assert started == [2, 3]
+    # the best-model record survived the restart: model.pt holds the best of all three validations
+    best = torch.load(out / "model.pt", weights_only=True)["checkpointer"]["_saved"][-1][0]
+    assert type(saver).__name__ == "BestModelSaver" and best >= max(scores)
     assert (out / "checkpoint_epoch=3.pt").is_file()
     # after training, the thresholds were searched on the validation split and saved beside the model
     tuned = json.loads((out / "thresholds.json").read_text())

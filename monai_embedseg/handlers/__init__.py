@@ -3,6 +3,6 @@
 from .instance_panels import InstancePanelsHandler, instance_colors, middle_slice
 from .ap_report import APReportHandler, format_ap_table, write_ap_tables
 from .loss_terms import LossTermsHandler
-from .resume import ResumeHandler, TrainingCheckpointSaver, latest_checkpoint
+from .resume import BestModelSaver, ResumeHandler, TrainingCheckpointSaver, latest_checkpoint
 from .step_time import STEP_PARTS, StepTimeHandler
 from .time_to_accuracy import TimeToAccuracyHandler
