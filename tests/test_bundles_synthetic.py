@@ -161,3 +161,24 @@ def test_fast_profile_trains_on_generated_data(bundle, synthetic, tmp_path):
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == scheduler.total_steps  # the schedule ends exactly with training
     assert (out / "model.pt").is_file() and (out / "thresholds.json").is_file()
+
+
+def test_a_short_run_leaves_a_model_and_a_used_folder_is_refused(tmp_path):
+    out = tmp_path / "out"
+    # 2 epochs with validation every 10: the final epoch is validated anyway, so model.pt exists
+    wf = run("train", ["train.json"], tmp_path, epochs=2, val_interval=10, tune_thresholds=False)
+    wf.initialize()
+    wf.run()
+    assert (out / "model.pt").is_file() and (out / "checkpoint_epoch=2.pt").is_file()
+    # a fresh run into the same folder would later resume from the wrong run: refused with the way out
+    wf = run("train", ["train.json"], tmp_path, epochs=1, val_interval=1, tune_thresholds=False)
+    wf.initialize()
+    with pytest.raises(Exception) as info:
+        wf.run()
+    message = "".join(traceback.format_exception(info.value))
+    assert "checkpoint_epoch=2.pt" in message and "--resume true" in message and "--overwrite true" in message
+    # --overwrite true: the old epoch checkpoints go, the new run writes its own
+    wf = run("train", ["train.json"], tmp_path, epochs=1, val_interval=1, tune_thresholds=False, overwrite=True)
+    wf.initialize()
+    wf.run()
+    assert sorted(p.name for p in out.glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=1.pt"]

@@ -6,3 +6,4 @@ from .loss_terms import LossTermsHandler
 from .resume import BestModelSaver, ResumeHandler, TrainingCheckpointSaver, latest_checkpoint
 from .step_time import STEP_PARTS, StepTimeHandler
 from .time_to_accuracy import TimeToAccuracyHandler
+from .final_validation import FinalValidationHandler

@@ -28,8 +28,10 @@ def latest_checkpoint(save_dir: str | Path, prefix: str = "checkpoint") -> Path 
 class ResumeHandler:
     """Load model, optimiser, scheduler and trainer state from the last epoch checkpoint when ``enabled``.
 
-    With ``enabled=False`` it does nothing, so bundle configs can always list it and expose ``--resume true``.
-    When enabled and no checkpoint exists yet, training starts from scratch and says so in the log.
+    With ``enabled=False`` a fresh run starts, but not over another run's checkpoints: if ``save_dir`` already holds
+    ``checkpoint_epoch=N.pt`` files it stops with a ``FileExistsError`` saying to pass ``--resume true`` (continue
+    that run) or ``--overwrite true`` (delete those epoch checkpoints and start over), so a later resume can never
+    continue the wrong run. When enabled and no checkpoint exists yet, training starts from scratch and says so.
 
     The engine it is attached to is added to ``load_dict`` as ``"trainer"`` (a config cannot refer to the trainer
     from inside the trainer's own handler list without a circular reference).
@@ -43,6 +45,8 @@ class ResumeHandler:
             ``key_metric_save_state=True``); its record of the best score so far is restored from
             ``best_model_file``, so the first validation after resuming replaces the best model only if it is better.
         best_model_file: the best model's file name in ``save_dir``.
+        overwrite: for a fresh run, delete the epoch checkpoints of an earlier run in ``save_dir`` instead of
+            refusing to start.
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class ResumeHandler:
         prefix: str = "checkpoint",
         best_model_saver: CheckpointSaver | None = None,
         best_model_file: str = "model.pt",
+        overwrite: bool = False,
     ):
         self.save_dir = save_dir
         self.load_dict = load_dict
@@ -62,13 +67,26 @@ class ResumeHandler:
         self.prefix = prefix
         self.best_model_saver = best_model_saver
         self.best_model_file = best_model_file
+        self.overwrite = overwrite
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
-        """Attach a MONAI ``CheckpointLoader`` for the newest checkpoint (if enabled and one exists)."""
-        if not self.enabled:
-            return
+        """Attach a MONAI ``CheckpointLoader`` for the newest checkpoint (if enabled and one exists).
+
+        Raises:
+            FileExistsError: a fresh run (not enabled, not ``overwrite``) in a folder with another run's checkpoints.
+        """
         path = latest_checkpoint(self.save_dir, self.prefix)
+        if not self.enabled:
+            if path is not None and not self.overwrite:
+                raise FileExistsError(
+                    f"{self.save_dir} holds checkpoints of an earlier run (e.g. {path.name}): pass --resume true to "
+                    "continue it, --overwrite true to start over there, or choose another --output_dir."
+                )
+            for old in Path(self.save_dir).glob(f"{self.prefix}*epoch=*.pt") if path is not None else ():
+                old.unlink()
+                self.logger.info(f"overwrite: deleted {old} of an earlier run")
+            return
         if path is None:
             self.logger.warning(f"resume requested but no checkpoint in {self.save_dir}: starting from scratch.")
             return
