@@ -64,7 +64,7 @@ def segment(
             the checkpoint, used when present).
 
     Returns:
-        the written label files (uint16 label maps ``(*spatial)``).
+        the written label files (label maps ``(*spatial)``, uint16, or uint32 past 65,535 objects).
     """
     import torch
     from monai.bundle import ConfigParser
@@ -72,7 +72,7 @@ def segment(
 
     from monai_embedseg.bundle.datasets import PROPERTIES_FILE
     from monai_embedseg.bundle.pipelines import infer_transforms
-    from monai_embedseg.data.io import write_tiff
+    from monai_embedseg.data.io import as_label_dtype, write_tiff
     from monai_embedseg.data.properties import load_properties
     from monai_embedseg.engines import read_thresholds
     from monai_embedseg.inferers import EmbedSegInferer
@@ -127,7 +127,7 @@ def segment(
         with torch.inference_mode():
             pred = inferer(torch.as_tensor(image)[None].to(dev), runner)[0]
         labels = cluster(pred)
-        write_tiff(str(dst), labels[0].cpu().numpy().astype("uint16"), overwrite=overwrite)
+        write_tiff(str(dst), as_label_dtype(labels[0].cpu().numpy()), overwrite=overwrite)
         written.append(dst)
     return written
 

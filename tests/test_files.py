@@ -36,3 +36,19 @@ def test_a_file_appearing_while_writing_is_not_clobbered(tmp_path):
             open(tmp, "w").write("mine")
             target.write_text("someone else's")
     assert target.read_text() == "someone else's"
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    from monai_embedseg.utils.files import atomic_output
+
+    old = os.umask(0o027)
+    try:
+        with atomic_output(tmp_path / "a.txt") as tmp:
+            with open(tmp, "w") as f:
+                f.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640  # not mkstemp's private 0o600

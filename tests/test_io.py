@@ -238,3 +238,24 @@ def test_nifti_through_monai(tmp_path):
     assert out.shape == (1, 6, 7, 8)
     assert torch.equal(out[0], torch.as_tensor(vol, dtype=torch.float32))
     assert np.allclose(np.abs(np.diag(out.affine.numpy())), [0.5, 0.6, 2.0, 1.0])
+
+
+def test_label_maps_past_65535_objects_are_written_as_uint32_without_wrapping(tmp_path):
+    import torch
+    from monai.data import MetaTensor
+
+    from monai_embedseg.bundle.pipelines import postprocessing
+    from monai_embedseg.data.io import as_label_dtype, read_tiff
+
+    labels = np.arange(1, 75_626, dtype=np.int32).reshape(1, 275, 275)  # 75,625 objects, one pixel each
+    assert as_label_dtype(labels).dtype == np.uint32 and as_label_dtype(labels % 1000).dtype == np.uint16
+    with pytest.raises(ValueError, match=">= 0"):
+        as_label_dtype(-labels)
+    # the bundles' postprocessing: cluster (patched out) then save
+    post = postprocessing(output_dir=str(tmp_path))
+    save = post.transforms[1:]
+    data = {"pred_labels": MetaTensor(torch.as_tensor(labels), meta={"filename_or_obj": str(tmp_path / "big.tif")})}
+    for t in save:
+        data = t(data)
+    back = read_tiff(str(tmp_path / "big_labels.tif"))
+    assert back.dtype == np.uint32 and back.max() == 75_625 and np.unique(back).size == 75_625

@@ -14,6 +14,7 @@ from monai.transforms import (
     CopyItemsd,
     DeleteItemsd,
     EnsureTyped,
+    Lambdad,
     LoadImaged,
     RandFlipd,
     RandRotate90d,
@@ -22,7 +23,7 @@ from monai.transforms import (
     ScaleIntensityRangePercentilesd,
 )
 
-from monai_embedseg.data.io import TiffReader, TiffWriter
+from monai_embedseg.data.io import TiffReader, TiffWriter, as_label_dtype
 from monai_embedseg.transforms.center import GenerateCenterImaged
 from monai_embedseg.transforms.cluster import EmbedSegClusterd
 from monai_embedseg.transforms.crop import RandObjectCropd
@@ -147,14 +148,18 @@ def postprocessing(
     output_dir: str | None = None,
     overwrite: bool = False,
 ) -> Compose:
-    """Cluster the raw prediction into instances and (if ``output_dir``) write ``<name>_labels.tif`` per image."""
+    """Cluster the raw prediction into instances and (if ``output_dir``) write ``<name>_labels.tif`` per image.
+
+    The label TIFFs are uint16, or uint32 when an image has more than 65,535 objects (ids never wrap).
+    """
     xs: list = [
         EmbedSegClusterd(pred_key, output_keys=output_key, spacing=spacing, seed_thresh=seed_thresh,
                          fg_thresh=fg_thresh, min_object_size=min_object_size),
     ]
     if output_dir is not None:
+        xs.append(Lambdad(output_key, as_label_dtype))  # uint16, or uint32 past 65,535 objects: never wraps
         save = SaveImaged(output_key, output_dir=output_dir, output_postfix="labels", output_ext=".tif",
-                          separate_folder=False, resample=False, output_dtype=np.uint16, print_log=False,
+                          separate_folder=False, resample=False, output_dtype=None, print_log=False,
                           writer=TiffWriter)
         save.set_options(init_kwargs={"overwrite": overwrite})
         xs.append(save)

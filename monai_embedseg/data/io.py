@@ -31,11 +31,19 @@ import tifffile
 from monai.config import DtypeLike, NdarrayOrTensor, PathLike
 from monai.data import ImageReader, ImageWriter
 from monai.data.utils import affine_to_spacing, is_no_channel
-from monai.utils import MetaKeys, convert_data_type, ensure_tuple, get_equivalent_dtype
+from monai.utils import MetaKeys, convert_data_type, convert_to_dst_type, ensure_tuple, get_equivalent_dtype
 
 from monai_embedseg.utils.files import atomic_output
 
-__all__ = ["TiffReader", "TiffWriter", "read_tiff", "read_tiff_spacing", "write_tiff", "register_tiff_io"]
+__all__ = [
+    "TiffReader",
+    "TiffWriter",
+    "read_tiff",
+    "read_tiff_spacing",
+    "write_tiff",
+    "register_tiff_io",
+    "as_label_dtype",
+]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -260,6 +268,33 @@ def _atomic_tiff_write(
             tmp, array, photometric="minisblack", metadata=metadata, compression=compression, **kwargs
         )
     return path
+
+
+def as_label_dtype(labels: NdarrayOrTensor) -> NdarrayOrTensor:
+    """A label map in the smallest unsigned dtype that holds its ids: uint16 up to 65,535 objects, uint32 above.
+
+    Never wraps: ids past 65,535 (a whole-slide image, a large volume) keep their values.
+
+    Args:
+        labels: integer label map of any shape (numpy or torch; MetaTensor metadata kept), ids >= 0.
+
+    Returns:
+        the same kind of array, uint16 or uint32 (torch has no uint16/uint32 arithmetic everywhere, so torch input
+        comes back as a numpy-backed conversion of the same kind via ``convert_to_dst_type``).
+
+    Raises:
+        ValueError: negative ids, or ids past uint32.
+    """
+    arr = convert_data_type(labels, np.ndarray)[0]
+    top = int(arr.max()) if arr.size else 0
+    if arr.size and int(arr.min()) < 0:
+        raise ValueError(f"label ids must be >= 0, got {int(arr.min())}.")
+    if top > np.iinfo(np.uint32).max:
+        raise ValueError(f"label ids up to {top} do not fit uint32.")
+    dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
+    if isinstance(labels, np.ndarray):
+        return arr.astype(dtype, copy=False)
+    return convert_to_dst_type(arr.astype(dtype, copy=False), labels, dtype=get_equivalent_dtype(dtype, type(labels)))[0]
 
 
 def write_tiff(

@@ -10,13 +10,21 @@ from contextlib import contextmanager
 __all__ = ["atomic_output"]
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
     """Yield a temporary path beside ``path``; when the block succeeds, move it to ``path`` in one step.
 
     Readers never see a half-written file, a failed write leaves nothing behind, and without ``overwrite`` an
     existing ``path`` is never replaced: the check is made before writing and again, race-free, when the file is
-    moved into place (``os.link`` refuses an existing target).
+    moved into place (``os.link`` refuses an existing target). The file gets the permissions a plain ``open`` would
+    give it (``0o666`` minus the process umask), not the private ``0o600`` of a temporary file.
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
@@ -30,6 +38,8 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     os.close(fd)
     try:
         yield tmp
+        if os.path.exists(tmp):
+            os.chmod(tmp, 0o666 & ~_umask())
         if overwrite:
             os.replace(tmp, path)
         else:
