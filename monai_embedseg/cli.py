@@ -132,11 +132,18 @@ def segment(
     return written
 
 
-def evaluate(pred_dir: str, mask_dir: str, output_dir: str | None = None, suffix: str = "_labels") -> dict:
+def evaluate(
+    pred_dir: str, mask_dir: str, output_dir: str | None = None, suffix: str = "_labels", overwrite: bool = False
+) -> dict:
     """AP_dsb of ``<pred_dir>/<name>_labels.tif`` against ``<mask_dir>/<name>.tif`` at IoU 0.5..0.9.
 
+    Naming rule: the prediction of mask ``<name>.tif`` (or ``.tiff``, ``.nii.gz``) is ``<name>_labels.tif``, as
+    ``segment`` writes it. Only matched pairs are scored; the counts of matched pairs and of masks without a
+    prediction are printed and returned, so a partial prediction folder cannot pass unnoticed.
+
     Returns:
-        ``{"pooled": (T,), "by_image": (T,)}``; prints the table; writes CSVs to ``output_dir`` if given.
+        ``{"pooled": (T,), "by_image": (T,), "matched": int, "missing_prediction": [names]}``; prints the table;
+        writes CSVs to ``output_dir`` if given (``FileExistsError`` if they exist and not ``overwrite``).
     """
     import tempfile
 
@@ -153,12 +160,15 @@ def evaluate(pred_dir: str, mask_dir: str, output_dir: str | None = None, suffix
     if unmatched:
         raise ValueError(f"predictions without a mask in {mask_dir}: {', '.join(unmatched[:5])}")
     names = sorted(preds)
+    missing = sorted(set(masks) - set(preds))
     truth = [read_tiff(str(masks[n])) for n in names]
     pred = [read_tiff(str(preds[n])) for n in names]
     with tempfile.TemporaryDirectory() as tmp:
-        summary = write_ap_tables(names, truth, pred, output_dir or tmp)
+        summary = write_ap_tables(names, truth, pred, output_dir or tmp, overwrite=overwrite or not output_dir)
+    print(f"scored {len(names)} image(s) with a prediction and a mask; {len(missing)} mask(s) without a prediction"
+          + (f" (not scored: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})" if missing else ""))
     print(format_ap_table(summary))
-    return summary
+    return {**summary, "matched": len(names), "missing_prediction": missing}
 
 
 def demo(bundle: str | None = None, epochs: int | None = None, output_dir: str | None = None) -> None:
@@ -211,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("pred_dir")
     p.add_argument("mask_dir")
     p.add_argument("--output", default=None, help="folder for ap_per_image.csv and ap_summary.csv")
+    p.add_argument("--overwrite", action="store_true", help="replace existing AP tables in --output")
 
     p = sub.add_parser("properties", help="dataset properties (crop size, min object size, ...) as JSON")
     p.add_argument("dataset_dir")
@@ -226,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             args.paper_thresholds)
             print(f"wrote {len(files)} label image(s) to {args.output}")
         elif args.command == "evaluate":
-            evaluate(args.pred_dir, args.mask_dir, args.output)
+            evaluate(args.pred_dir, args.mask_dir, args.output, overwrite=args.overwrite)
         elif args.command == "properties":
             from monai_embedseg.data.properties import main as properties_main
 

@@ -83,7 +83,18 @@ def test_evaluate_prints_the_ap_table_and_writes_csv(dataset, tmp_path, capsys):
     table = capsys.readouterr().out
     assert " 0.50         1.0000           1.0000" in table and " 0.90         1.0000" in table
     assert (tmp_path / "rep" / "ap_summary.csv").is_file() and (tmp_path / "rep" / "ap_per_image.csv").is_file()
+    n = len(list((dataset / "test" / "masks").glob("*.tif")))
+    assert f"scored {n} image(s) with a prediction and a mask; 0 mask(s) without a prediction" in table
     assert main(["evaluate", str(tmp_path / "empty"), str(dataset / "test" / "masks")]) == 2
+    # earlier tables are kept unless --overwrite
+    before = (tmp_path / "rep" / "ap_summary.csv").read_bytes()
+    sorted(pred.iterdir())[0].unlink()  # one prediction missing: scored on the others, and said so
+    assert main(["evaluate", str(pred), str(dataset / "test" / "masks"), "--output", str(tmp_path / "rep")]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (tmp_path / "rep" / "ap_summary.csv").read_bytes() == before
+    assert main(["evaluate", str(pred), str(dataset / "test" / "masks"), "--output", str(tmp_path / "rep"),
+                 "--overwrite"]) == 0
+    assert f"scored {n - 1} image(s) with a prediction and a mask; 1 mask(s) without a prediction" in \
+        capsys.readouterr().out
 
 
 def test_properties_command_and_module_entry_point(dataset):

@@ -18,8 +18,8 @@ __all__ = ["APReportHandler", "write_ap_tables", "format_ap_table"]
 THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
-def _atomic_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> None:
-    with atomic_output(path, overwrite=True) as tmp:  # the tables belong to the run: rewritten on each evaluation
+def _atomic_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence], overwrite: bool = True) -> None:
+    with atomic_output(path, overwrite=overwrite) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
@@ -41,28 +41,37 @@ def write_ap_tables(
     output_dir: str,
     thresholds: Sequence[float] = THRESHOLDS,
     prefix: str = "ap",
+    overwrite: bool = True,
 ) -> dict[str, np.ndarray]:
     """Match predictions to ground truth and write ``<prefix>_per_image.csv`` and ``<prefix>_summary.csv``.
 
     Args:
         names: one name per image.
         y_true, y_pred: label maps ``(1, *sp)`` / ``(*sp)`` (ground truth may be one-hot ``(N, *sp)``).
+        overwrite: replace existing tables (a bundle's evaluation rewrites its own on each run); ``False`` raises
+            ``FileExistsError`` before anything is written.
+
+    Raises:
+        FileExistsError: a table exists and ``overwrite`` is False.
 
     Returns:
         ``{"pooled": (T,), "by_image": (T,)}`` AP_dsb per threshold.
     """
     from monai_embedseg.metrics.matching import ap_dsb
 
+    tables = [Path(output_dir) / f"{prefix}_per_image.csv", Path(output_dir) / f"{prefix}_summary.csv"]
+    existing = [str(t) for t in tables if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace the AP tables.")
     per_image = [ap_dsb([t], [p], thresholds=thresholds) for t, p in zip(y_true, y_pred)]
     summary = {
         "pooled": ap_dsb(list(y_true), list(y_pred), thresholds=thresholds),
         "by_image": np.mean(per_image, axis=0) if per_image else np.zeros(len(thresholds)),
     }
     header = ["name", *[f"AP@{t:.2f}" for t in thresholds]]
-    _atomic_csv(Path(output_dir) / f"{prefix}_per_image.csv", header,
-                [[n, *[f"{v:.6f}" for v in ap]] for n, ap in zip(names, per_image)])
-    _atomic_csv(Path(output_dir) / f"{prefix}_summary.csv", ["threshold", "AP_dsb_pooled", "AP_dsb_by_image"],
-                [[f"{t:.2f}", f"{a:.6f}", f"{b:.6f}"] for t, a, b in zip(thresholds, *summary.values())])
+    _atomic_csv(tables[0], header, [[n, *[f"{v:.6f}" for v in ap]] for n, ap in zip(names, per_image)], overwrite)
+    _atomic_csv(tables[1], ["threshold", "AP_dsb_pooled", "AP_dsb_by_image"],
+                [[f"{t:.2f}", f"{a:.6f}", f"{b:.6f}"] for t, a, b in zip(thresholds, *summary.values())], overwrite)
     return summary
 
 
