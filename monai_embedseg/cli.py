@@ -16,6 +16,22 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and file_stem(path) is not None
 
 
+def _check_readable(path: Path) -> None:
+    """Open ``path`` with its own reader (tifffile / nibabel) so that a corrupt file gives one clear line."""
+    try:
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            import nibabel
+
+            nibabel.load(str(path)).header  # noqa: B018 (reads the header)
+        else:
+            import tifffile
+
+            with tifffile.TiffFile(str(path)) as tif:
+                tif.series[0].shape  # noqa: B018 (reads the first page)
+    except Exception as e:  # each library raises its own error types for corrupt files
+        raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+
+
 def _collect_images(inputs: Sequence[str]) -> list[Path]:
     files: list[Path] = []
     for item in inputs:
@@ -89,7 +105,18 @@ def segment(
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(bundle)
     checkpoint = Path(checkpoint) if checkpoint else Path(bundle) / "models" / "model.pt"
+    if not checkpoint.is_file():
+        name = Path(bundle).name
+        raise FileNotFoundError(
+            f"no trained model at {checkpoint}: bundle '{name}' ships untrained. Train it first "
+            f"(python -m monai.bundle run training --config_file {Path(bundle) / 'configs' / 'train.json'} "
+            "--dataset_dir DATA --output_dir OUT), then pass --checkpoint OUT/model.pt."
+        )
     properties = Path(properties) if properties else checkpoint.parent / PROPERTIES_FILE
+    if not properties.is_file():
+        raise FileNotFoundError(
+            f"{properties} not found: training writes it beside model.pt; pass --properties FILE if you moved it."
+        )
     props = load_properties(str(properties))
     files = _collect_images(inputs)
     out_dir = Path(output_dir)
@@ -99,6 +126,10 @@ def segment(
         raise FileExistsError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --overwrite to replace.")
 
     dev = torch.device(device) if device else parser.get_parsed_content("device")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this PyTorch build has no usable CUDA device; use --device cpu.")
+    spatial_dims = int(parser.get_parsed_content("spatial_dims"))
+    in_channels = int(parser.get_parsed_content("in_channels"))
     network = load_weights(parser.get_parsed_content("network_def"), checkpoint, map_location="cpu").to(dev).eval()
     runner = FastForward(network, precision=precision or parser.get_parsed_content("precision")).eval()
     tuned = read_thresholds(str(checkpoint.parent), int(props["min_object_size"]), use_tuned=not paper_thresholds)
@@ -117,6 +148,7 @@ def segment(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for src, dst in tqdm(list(zip(files, targets)), desc="segment", unit="image"):
+        _check_readable(src)
         try:
             image = preprocess({"image": str(src)})["image"]
         except RuntimeError as e:  # MONAI wraps reader errors; report the root cause with the file name
@@ -124,6 +156,14 @@ def segment(
             while root.__cause__ is not None:
                 root = root.__cause__
             raise ValueError(f"cannot read image {src}: {root}") from e
+        shape = tuple(image.shape)  # (C, *spatial)
+        if len(shape) - 1 != spatial_dims or shape[0] != in_channels:
+            raise ValueError(
+                f"{src}: image of shape {shape[1:] if shape[0] == 1 else shape} does not fit bundle "
+                f"'{Path(bundle).name}', which takes {spatial_dims}D images with {in_channels} channel(s)"
+                + (" (pass --channel-dim for a multi-channel image)" if in_channels > 1 or shape[0] > 1 else "")
+                + "."
+            )
         with torch.inference_mode():
             pred = inferer(torch.as_tensor(image)[None].to(dev), runner)[0]
         labels = cluster(pred)

@@ -103,3 +103,29 @@ def test_properties_command_and_module_entry_point(dataset):
     assert result.returncode == 0, result.stderr
     props = json.loads(result.stdout[result.stdout.index("{"):])
     assert props["spatial_dims"] == 2 and props["min_object_size"] > 0 and len(props["crop_size"]) == 2
+
+
+def test_segment_one_line_errors_for_a_newcomers_mistakes(dataset, model, tmp_path, capsys):
+    import tifffile
+
+    base = ["--bundle", bundle_path("synthetic_2d"), "--output", str(tmp_path / "o"),
+            "--checkpoint", str(model / "model.pt")]
+    garbage = tmp_path / "garbage.tif"
+    garbage.write_bytes(b"not an image at all")
+    assert main(["segment", str(garbage), *base]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("monai-embedseg segment: error: cannot read image")
+    assert "not a TIFF file" in err and "Traceback" not in err and "allow_pickle" not in err
+    volume = tmp_path / "volume.tif"
+    tifffile.imwrite(volume, np.zeros((5, 40, 48), dtype=np.float32))
+    assert main(["segment", str(volume), *base]) == 2
+    err = capsys.readouterr().err
+    assert "volume.tif" in err and "(5, 40, 48)" in err and "2D images with 1 channel" in err
+    untrained = ["--bundle", bundle_path("synthetic_2d"), "--output", str(tmp_path / "o"),
+                 "--checkpoint", str(tmp_path / "none" / "model.pt")]
+    assert main(["segment", str(dataset / "test" / "images"), *untrained]) == 2
+    err = capsys.readouterr().err
+    assert "no trained model" in err and "run training" in err
+    if not torch.cuda.is_available():
+        assert main(["segment", str(dataset / "test" / "images"), *base, "--device", "cuda"]) == 2
+        assert "no usable CUDA device" in capsys.readouterr().err
