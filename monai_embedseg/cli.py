@@ -211,18 +211,41 @@ def evaluate(
     return {**summary, "matched": len(names), "missing_prediction": missing}
 
 
-def demo(bundle: str | None = None, epochs: int | None = None, output_dir: str | None = None) -> None:
-    """Train, evaluate and run inference with the offline ``synthetic_2d`` bundle (data generated on first run)."""
+def demo(
+    bundle: str | None = None,
+    epochs: int | None = None,
+    output_dir: str | None = None,
+    dataset_dir: str | None = None,
+    device: str | None = None,
+    resume: bool = False,
+) -> None:
+    """Train, evaluate and run inference with the offline ``synthetic_2d`` bundle (data generated on first run).
+
+    The demo's outputs are its own: a new demo run replaces the previous one's checkpoints and predictions in
+    ``output_dir`` (``resume=True`` continues a killed one instead).
+
+    Raises:
+        ValueError: ``epochs`` < 1, or a CUDA ``device`` without CUDA.
+    """
+    import torch
     from monai.bundle import run
 
     from monai_embedseg.bundle.paths import bundle_path
 
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {epochs}.")
+    if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this PyTorch build has no usable CUDA device; use --device cpu.")
     root = Path(bundle or bundle_path("synthetic_2d"))
     configs = root / "configs"
     overrides: dict = {"bundle_root": str(root)}
-    if output_dir:
-        overrides["output_dir"] = output_dir
-    train_overrides = dict(overrides, **({"epochs": epochs} if epochs else {}))
+    for key, value in (("output_dir", output_dir), ("dataset_dir", dataset_dir)):
+        if value:
+            overrides[key] = value
+    if device:
+        overrides["device"] = f"$torch.device('{device}')"
+    train_overrides = dict(overrides, resume=resume, overwrite=not resume,
+                           **({"epochs": epochs} if epochs is not None else {}))
     run("training", config_file=str(configs / "train.json"), logging_file=str(configs / "logging.conf"),
         meta_file=str(configs / "metadata.json"), **train_overrides)
     run("evaluating", config_file=[str(configs / "train.json"), str(configs / "evaluate.json")],
@@ -237,9 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="train, evaluate and segment the offline synthetic 2D demo bundle")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--output_dir", default=None)
-    p.add_argument("--bundle", default=None)
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the bundle's)")
+    p.add_argument("--output_dir", default=None, help="outputs (default: <bundle>/models)")
+    p.add_argument("--dataset_dir", default=None, help="data folder (generated there when empty)")
+    p.add_argument("--device", default=None, help="e.g. cpu or cuda:0 (default: cuda when available)")
+    p.add_argument("--resume", action="store_true", help="continue a killed demo run from its last epoch")
+    p.add_argument("--bundle", default=None, help="bundle folder (default: the synthetic_2d bundle)")
 
     p = sub.add_parser("segment", help="segment TIFF/NIfTI images with a trained bundle")
     p.add_argument("inputs", nargs="+", help="image files or folders")
@@ -270,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
-            demo(args.bundle, args.epochs, args.output_dir)
+            demo(args.bundle, args.epochs, args.output_dir, args.dataset_dir, args.device, args.resume)
         elif args.command == "segment":
             files = segment(args.inputs, args.bundle, args.output, args.checkpoint, args.properties, args.tta,
                             args.tile, args.overwrite, args.device, args.channel_dim, args.precision,

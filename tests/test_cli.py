@@ -129,3 +129,15 @@ def test_segment_one_line_errors_for_a_newcomers_mistakes(dataset, model, tmp_pa
     if not torch.cuda.is_available():
         assert main(["segment", str(dataset / "test" / "images"), *base, "--device", "cuda"]) == 2
         assert "no usable CUDA device" in capsys.readouterr().err
+
+
+def test_demo_checks_its_arguments_and_a_one_epoch_demo_leaves_a_model(tmp_path, capsys):
+    assert main(["demo", "--epochs", "0"]) == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["demo", "--device", "cuda"]) == 2
+        assert "no usable CUDA device" in capsys.readouterr().err
+    args = ["demo", "--epochs", "1", "--output_dir", str(tmp_path / "out"), "--dataset_dir", str(tmp_path / "data")]
+    assert main(args) == 0  # validation every 10 epochs, yet the 1-epoch run is validated at its end
+    assert (tmp_path / "out" / "model.pt").is_file() and (tmp_path / "out" / "ap_summary.csv").is_file()
+    assert main(args) == 0  # the README command run twice: the demo replaces its own earlier run
