@@ -62,6 +62,7 @@ def segment(
     image_channel_dim: int | None = None,
     precision: str | None = None,
     paper_thresholds: bool = False,
+    model: str | None = None,
 ) -> list[Path]:
     """Segment images with a bundle's network and a checkpoint; write ``<name>_labels.tif`` into ``output_dir``.
 
@@ -75,6 +76,9 @@ def segment(
         roi_size: sliding-window tile size (default: the bundle's ``roi_size``).
         precision: ``"auto"`` (bf16 where the device has it natively), ``"float32"`` or ``"bfloat16"`` (default:
             the bundle's ``precision``).
+        model: an exported TorchScript network (``python -m monai.bundle ckpt_export``) to run instead of the
+            bundle's network with ``checkpoint``; ``dataset_properties.json`` and ``thresholds.json`` are then read
+            from the model's folder (or ``properties``).
         paper_thresholds: use the paper's seed / foreground thresholds (0.9 / 0.5) and the dataset's minimum
             object size instead of those tuned on the validation split after training (``thresholds.json`` beside
             the checkpoint, used when present).
@@ -104,7 +108,7 @@ def segment(
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(bundle)
-    checkpoint = Path(checkpoint) if checkpoint else Path(bundle) / "models" / "model.pt"
+    checkpoint = Path(model or checkpoint or Path(bundle) / "models" / "model.pt")
     if not checkpoint.is_file():
         name = Path(bundle).name
         raise FileNotFoundError(
@@ -130,7 +134,14 @@ def segment(
         raise ValueError(f"--device {device}: this PyTorch build has no usable CUDA device; use --device cpu.")
     spatial_dims = int(parser.get_parsed_content("spatial_dims"))
     in_channels = int(parser.get_parsed_content("in_channels"))
-    network = load_weights(parser.get_parsed_content("network_def"), checkpoint, map_location="cpu").to(dev).eval()
+    if model:
+        try:
+            network = torch.jit.load(str(checkpoint), map_location=dev).eval()
+        except Exception as e:  # torch raises RuntimeError/ValueError variants for non-TorchScript files
+            raise ValueError(f"{checkpoint} is not a TorchScript model ({type(e).__name__}: {e}).") from None
+    else:
+        network = load_weights(parser.get_parsed_content("network_def"), checkpoint, map_location="cpu").to(dev)
+        network.eval()
     runner = FastForward(network, precision=precision or parser.get_parsed_content("precision")).eval()
     tuned = read_thresholds(str(checkpoint.parent), int(props["min_object_size"]), use_tuned=not paper_thresholds)
     spacing = parser.get_parsed_content("spacing")
@@ -272,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bundle", required=True, help="bundle folder (configs/inference.json)")
     p.add_argument("--output", required=True, help="output folder for <name>_labels.tif")
     p.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
+    p.add_argument("--model", default=None, help="an exported TorchScript model to run instead of --checkpoint")
     p.add_argument("--properties", default=None, help="dataset_properties.json (default beside the checkpoint)")
     p.add_argument("--no-tta", dest="tta", action="store_false", help="disable test-time augmentation")
     p.add_argument("--tile", type=int, nargs="+", default=None, help="sliding-window tile size per axis")
@@ -300,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "segment":
             files = segment(args.inputs, args.bundle, args.output, args.checkpoint, args.properties, args.tta,
                             args.tile, args.overwrite, args.device, args.channel_dim, args.precision,
-                            args.paper_thresholds)
+                            args.paper_thresholds, args.model)
             print(f"wrote {len(files)} label image(s) to {args.output}")
         elif args.command == "evaluate":
             evaluate(args.pred_dir, args.mask_dir, args.output, overwrite=args.overwrite)

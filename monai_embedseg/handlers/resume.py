@@ -6,7 +6,6 @@ import logging
 import re
 from pathlib import Path
 
-import torch
 from ignite.engine import Engine
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
@@ -41,10 +40,6 @@ class ResumeHandler:
         load_dict: the same objects as the saver's ``save_dict`` (e.g. model, optimizer, lr_scheduler).
         enabled: whether to resume.
         map_location: passed to ``torch.load`` (e.g. ``"cpu"``).
-        best_model_saver: the validator's ``CheckpointSaver`` that keeps the best model (``save_key_metric=True``,
-            ``key_metric_save_state=True``); its record of the best score so far is restored from
-            ``best_model_file``, so the first validation after resuming replaces the best model only if it is better.
-        best_model_file: the best model's file name in ``save_dir``.
         overwrite: for a fresh run, delete the epoch checkpoints of an earlier run in ``save_dir`` instead of
             refusing to start.
     """
@@ -56,8 +51,6 @@ class ResumeHandler:
         enabled: bool = False,
         map_location=None,
         prefix: str = "checkpoint",
-        best_model_saver: CheckpointSaver | None = None,
-        best_model_file: str = "model.pt",
         overwrite: bool = False,
     ):
         self.save_dir = save_dir
@@ -65,8 +58,6 @@ class ResumeHandler:
         self.enabled = enabled
         self.map_location = map_location
         self.prefix = prefix
-        self.best_model_saver = best_model_saver
-        self.best_model_file = best_model_file
         self.overwrite = overwrite
         self.logger = logging.getLogger(__name__)
 
@@ -93,21 +84,6 @@ class ResumeHandler:
         self.logger.info(f"resuming from {path}")
         load_dict = {**self.load_dict, "trainer": engine}
         CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location=self.map_location).attach(engine)
-        self._restore_best()
-
-    def _restore_best(self) -> None:
-        """Give the best-model saver back its record of the best score (saved in the best model's file)."""
-        best = Path(self.save_dir) / self.best_model_file
-        if self.best_model_saver is None or not best.is_file():
-            return
-        state = torch.load(best, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "checkpointer" in state:
-            self.best_model_saver.load_state_dict(state["checkpointer"])
-            saved = state["checkpointer"].get("_saved", [])
-            score = saved[-1][0] if saved else None
-            self.logger.info(f"best model so far: {best} (score {score}); it is replaced only by a better one")
-        else:
-            self.logger.warning(f"{best} holds no best-score record: the first validation after resuming replaces it.")
 
 
 class TrainingCheckpointSaver(CheckpointSaver):
@@ -129,12 +105,12 @@ class TrainingCheckpointSaver(CheckpointSaver):
 
 
 class BestModelSaver(CheckpointSaver):
-    """``CheckpointSaver`` of the best model by the validator's key metric, resumable.
+    """``CheckpointSaver`` of the best model by the validator's key metric, whose record of the best score resumes.
 
-    Writes ``save_dir/filename`` as ``{"model": ..., "validator": ..., "checkpointer": ...}`` whenever the key metric
-    improves: the validator's state and the record of the best score travel with the weights, so that
-    :class:`ResumeHandler` (``best_model_saver=``) can restore the record and a resumed run replaces the file only by
-    a better model. ``load_weights`` and MONAI's ``CheckpointLoader(load_dict={"model": net})`` read it as usual.
+    Writes ``save_dir/filename`` (a plain state dict, as MONAI's ``CheckpointSaver`` writes a single object) whenever
+    the key metric improves. It has ``state_dict()`` / ``load_state_dict()`` (the record of the best score), so
+    listing it in the epoch checkpoints' ``save_dict`` (and in :class:`ResumeHandler`'s ``load_dict``) makes a
+    resumed run replace the best model only by a better one, instead of by whatever its first validation gives.
 
     Args:
         save_dir: output folder.
@@ -144,11 +120,14 @@ class BestModelSaver(CheckpointSaver):
     """
 
     def __init__(self, save_dir: str, save_dict: dict, filename: str = "model.pt", **kwargs):
-        self._save_dict = dict(save_dict)
-        kwargs = {"save_key_metric": True, "key_metric_filename": filename, "key_metric_save_state": True, **kwargs}
-        super().__init__(save_dir, self._save_dict, **kwargs)
+        kwargs = {"save_key_metric": True, "key_metric_filename": filename, "key_metric_n_saved": 1, **kwargs}
+        super().__init__(save_dir, save_dict, **kwargs)
 
-    def attach(self, engine: Engine) -> None:
-        """Add ``engine`` (the validator) to the saved objects, then attach as ``CheckpointSaver``."""
-        self._save_dict["validator"] = engine
-        super().attach(engine)
+    def state_dict(self) -> dict:
+        """The best-score record: ``{"_saved": [(score, filename), ...]}`` (Ignite's ``Checkpoint`` state)."""
+        return self._key_metric_checkpoint.state_dict()
+
+    def best_score(self) -> float | None:
+        """The best key-metric value saved so far (``None`` before the first save)."""
+        saved = self.state_dict().get("_saved", [])
+        return float(saved[-1][0]) if saved else None

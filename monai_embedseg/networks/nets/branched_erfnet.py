@@ -29,6 +29,7 @@ checks the output channel count, raising a ``ValueError`` that names the expecte
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import List
 
 import torch
 import torch.nn as nn
@@ -63,23 +64,29 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int, mode: str) -> torch.Tensor:
     """Pad ``(B, C, *spatial)`` at the end of each spatial axis up to a multiple of ``multiple``.
 
     Padding at the end keeps pixel indices (hence the offset meaning) unchanged for the original pixels.
+    Written so TorchScript compiles it (exported networks pad inside, for any input size).
     """
     spatial = x.shape[2:]
-    extra = [(-s) % multiple for s in spatial]
-    if not any(extra):
+    pad: List[int] = []
+    too_small = False
+    for i in range(len(spatial) - 1, -1, -1):  # F.pad takes the last axis first
+        extra = (multiple - spatial[i] % multiple) % multiple
+        pad.append(0)
+        pad.append(extra)
+        too_small = too_small or extra >= spatial[i]
+    if max(pad) == 0:
         return x
-    pad: list[int] = []
-    for e in reversed(extra):  # F.pad takes the last axis first
-        pad.extend((0, e))
-    if mode == "reflect" and any(e >= s for e, s in zip(extra, spatial)):
+    if mode == "reflect" and too_small:
         mode = "replicate"  # reflection needs the padding to be smaller than the axis
     return F.pad(x, pad, mode=mode)
 
 
-def _crop(x: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
-    if tuple(x.shape[2:]) == tuple(spatial):
-        return x
-    return x[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
+def _crop(x: torch.Tensor, spatial: List[int]) -> torch.Tensor:
+    """Crop ``(B, C, *larger)`` to ``(B, C, *spatial)`` from the start of each axis."""
+    for i in range(len(spatial)):
+        if x.shape[2 + i] != spatial[i]:
+            x = x.narrow(2 + i, 0, spatial[i])
+    return x
 
 
 class BranchedERFNet(nn.Module):
@@ -168,6 +175,7 @@ class BranchedERFNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.padding_mode = padding_mode
+        self.divisor = self.DIVISOR  # an instance attribute, so TorchScript sees it
 
         d = spatial_dims
         p64, p128 = encoder_dropout
@@ -213,9 +221,10 @@ class BranchedERFNet(nn.Module):
         Returns:
             ``(B, sum(out_channels), *spatial)``: the branch outputs concatenated in order.
         """
-        _check_input(x, self.spatial_dims, self.in_channels, type(self).__name__)
+        if not torch.jit.is_scripting():  # TorchScript cannot compile the message formatting
+            _check_input(x, self.spatial_dims, self.in_channels, type(self).__name__)
         spatial = x.shape[2:]
-        features = self.encoder(_pad_to_multiple(x, self.DIVISOR, self.padding_mode))
+        features = self.encoder(_pad_to_multiple(x, self.divisor, self.padding_mode))
         out = torch.cat([decoder(features) for decoder in self.decoders], dim=1)
         return _crop(out, spatial)
 
