@@ -63,6 +63,7 @@ def segment(
     precision: str | None = None,
     paper_thresholds: bool = False,
     model: str | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> list[Path]:
     """Segment images with a bundle's network and a checkpoint; write ``<name>_labels.tif`` into ``output_dir``.
 
@@ -79,6 +80,8 @@ def segment(
         model: an exported TorchScript network (``python -m monai.bundle ckpt_export``) to run instead of the
             bundle's network with ``checkpoint``; ``dataset_properties.json`` and ``thresholds.json`` are then read
             from the model's folder (or ``properties``).
+        spacing: physical pixel size per spatial axis (z, y, x) of the images, when it differs from the bundle's
+            (the embeddings and bandwidths are in physical units, so the clustering needs it).
         paper_thresholds: use the paper's seed / foreground thresholds (0.9 / 0.5) and the dataset's minimum
             object size instead of those tuned on the validation split after training (``thresholds.json`` beside
             the checkpoint, used when present).
@@ -144,7 +147,9 @@ def segment(
         network.eval()
     runner = FastForward(network, precision=precision or parser.get_parsed_content("precision")).eval()
     tuned = read_thresholds(str(checkpoint.parent), int(props["min_object_size"]), use_tuned=not paper_thresholds)
-    spacing = parser.get_parsed_content("spacing")
+    spacing = spacing if spacing else parser.get_parsed_content("spacing")
+    if spacing is not None and len(spacing) != spatial_dims:
+        raise ValueError(f"--spacing needs {spatial_dims} values (one per spatial axis), got {list(spacing)}.")
     inferer = EmbedSegInferer(roi_size=roi_size or parser.get_parsed_content("roi_size"), sw_batch_size=4, tta=tta,
                               spacing=spacing, tta_batch_size=1)
     cluster = EmbedSegCluster(
@@ -283,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bundle", required=True, help="bundle folder (configs/inference.json)")
     p.add_argument("--output", required=True, help="output folder for <name>_labels.tif")
     p.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
+    p.add_argument("--spacing", type=float, nargs="+", default=None,
+                   help="pixel size per spatial axis, z y x (default: the bundle's)")
     p.add_argument("--model", default=None, help="an exported TorchScript model to run instead of --checkpoint")
     p.add_argument("--properties", default=None, help="dataset_properties.json (default beside the checkpoint)")
     p.add_argument("--no-tta", dest="tta", action="store_false", help="disable test-time augmentation")
@@ -301,10 +308,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--output", default=None, help="folder for ap_per_image.csv and ap_summary.csv")
     p.add_argument("--overwrite", action="store_true", help="replace existing AP tables in --output")
 
-    p = sub.add_parser("properties", help="dataset properties (crop size, min object size, ...) as JSON")
-    p.add_argument("dataset_dir")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("properties", add_help=False,
+                   help="dataset properties (crop size, min object size, ...) as JSON; see properties --help")
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["properties"]:  # its own parser, so that `properties --help` lists its options
+        from monai_embedseg.data.properties import main as properties_main
+
+        return properties_main(argv[1:], prog="monai-embedseg properties")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -312,14 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "segment":
             files = segment(args.inputs, args.bundle, args.output, args.checkpoint, args.properties, args.tta,
                             args.tile, args.overwrite, args.device, args.channel_dim, args.precision,
-                            args.paper_thresholds, args.model)
+                            args.paper_thresholds, args.model, args.spacing)
             print(f"wrote {len(files)} label image(s) to {args.output}")
         elif args.command == "evaluate":
             evaluate(args.pred_dir, args.mask_dir, args.output, overwrite=args.overwrite)
-        elif args.command == "properties":
-            from monai_embedseg.data.properties import main as properties_main
-
-            return properties_main([args.dataset_dir, *args.rest])
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"monai-embedseg {args.command}: error: {e}", file=sys.stderr)
         return 2

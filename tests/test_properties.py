@@ -164,9 +164,9 @@ def test_release_and_cli(tmp_path, capsys):
     assert main([str(tmp_path / "ds"), "--splits", "train", "test", "--spacing", "2", "1", "--output", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == load_properties(out) and printed["n_images"] == 3 and printed["spacing"] == [2.0, 1.0]
-    assert main([str(tmp_path / "ds"), "--output", str(out)]) == 1  # refuses to overwrite
+    assert main([str(tmp_path / "ds"), "--output", str(out)]) == 2  # refuses to overwrite
     assert "refusing to overwrite" in capsys.readouterr().err
-    assert main([str(tmp_path / "ds"), "--splits", "val"]) == 1
+    assert main([str(tmp_path / "ds"), "--splits", "val"]) == 2
     assert "split 'val' not found" in capsys.readouterr().err
 
 

@@ -279,10 +279,10 @@ def load_properties(path: PathLike) -> dict:
     return props
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; see the module docstring."""
+def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_embedseg.data.properties") -> int:
+    """Command-line entry point; see the module docstring. Returns the exit code (2 on an error)."""
     parser = argparse.ArgumentParser(
-        prog="python -m monai_embedseg.data.properties",
+        prog=prog,
         description="Compute dataset properties (object sizes and extents, crop size, foreground weight) from the "
         "masks of a release-layout dataset.",
     )
@@ -302,8 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output:
             save_properties(props, args.output, overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
     print(text)
     return 0
 
