@@ -77,7 +77,8 @@ def segment(
         roi_size: sliding-window tile size (default: the bundle's ``roi_size``).
         precision: ``"auto"`` (bf16 where the device has it natively), ``"float32"`` or ``"bfloat16"`` (default:
             the bundle's ``precision``).
-        model: an exported TorchScript network (``python -m monai.bundle ckpt_export``) to run instead of the
+        model: an exported TorchScript (``python -m monai.bundle ckpt_export``) or ONNX (``.onnx``,
+            :func:`~monai_embedseg.networks.nets.export_onnx`, run with ONNX Runtime) network to run instead of the
             bundle's network with ``checkpoint``; ``dataset_properties.json`` and ``thresholds.json`` are then read
             from the model's folder (or ``properties``).
         spacing: physical pixel size per spatial axis (z, y, x) of the images, when it differs from the bundle's
@@ -137,7 +138,12 @@ def segment(
         raise ValueError(f"--device {device}: this PyTorch build has no usable CUDA device; use --device cpu.")
     spatial_dims = int(parser.get_parsed_content("spatial_dims"))
     in_channels = int(parser.get_parsed_content("in_channels"))
-    if model:
+    if model and checkpoint.suffix == ".onnx":
+        from monai_embedseg.networks.nets import OnnxNetwork
+
+        network = OnnxNetwork(str(checkpoint)).eval()
+        precision = "float32"  # ONNX Runtime runs the exported graph as it is
+    elif model:
         try:
             network = torch.jit.load(str(checkpoint), map_location=dev).eval()
         except Exception as e:  # torch raises RuntimeError/ValueError variants for non-TorchScript files
@@ -290,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
     p.add_argument("--spacing", type=float, nargs="+", default=None,
                    help="pixel size per spatial axis, z y x (default: the bundle's)")
-    p.add_argument("--model", default=None, help="an exported TorchScript model to run instead of --checkpoint")
+    p.add_argument("--model", default=None, help="an exported TorchScript (.ts) or ONNX (.onnx) model to run instead of --checkpoint")
     p.add_argument("--properties", default=None, help="dataset_properties.json (default beside the checkpoint)")
     p.add_argument("--no-tta", dest="tta", action="store_false", help="disable test-time augmentation")
     p.add_argument("--tile", type=int, nargs="+", default=None, help="sliding-window tile size per axis")

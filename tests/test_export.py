@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from monai_embedseg.bundle.paths import bundle_path
@@ -46,3 +47,22 @@ def test_ckpt_export_is_exact_on_an_odd_size_and_segment_runs_it(tmp_path):
     (tmp_path / "fake.ts").write_bytes(b"nope")
     assert main([*base, "--output", str(tmp_path / "c"), "--model", str(tmp_path / "fake.ts"),
                  "--properties", str(models / "dataset_properties.json")]) == 2
+
+
+@pytest.mark.parametrize("spatial_dims, shape", [(2, (97, 131)), (3, (11, 29, 37))])
+def test_onnx_export_equals_pytorch_on_odd_sizes(spatial_dims, shape, tmp_path):
+    from monai_embedseg.networks.nets import OnnxNetwork, export_onnx
+
+    torch.manual_seed(0)
+    net = BranchedERFNet(spatial_dims, 1, init_offset_scale=None, init_sigma_bias=None).eval()
+    path = export_onnx(net, str(tmp_path / "m.onnx"), spatial_dims, 1)
+    with pytest.raises(FileExistsError):
+        export_onnx(net, path, spatial_dims, 1)
+    runner = OnnxNetwork(path)
+    for size in (shape, tuple(s + 3 for s in shape), tuple(8 * (s // 8) for s in shape)):  # any size, padded or not
+        x = torch.rand(1, 1, *size)
+        with torch.no_grad():
+            torch.testing.assert_close(runner(x), net(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="not a readable ONNX model"):
+        (tmp_path / "bad.onnx").write_bytes(b"nope")
+        OnnxNetwork(str(tmp_path / "bad.onnx"))
