@@ -279,6 +279,7 @@ def demo(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monai-embedseg`` console script."""
     parser = argparse.ArgumentParser(prog="monai-embedseg", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="train, evaluate and segment the offline synthetic 2D demo bundle")
@@ -333,7 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {len(files)} label image(s) to {args.output}")
         elif args.command == "evaluate":
             evaluate(args.pred_dir, args.mask_dir, args.output, overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"monai-embedseg {args.command}: error: {e}", file=sys.stderr)
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
+        if args.debug:
+            raise
+        print(f"monai-embedseg {args.command}: error: {e} (--debug shows the traceback)", file=sys.stderr)
         return 2
     return 0

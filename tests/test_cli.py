@@ -126,6 +126,8 @@ def test_segment_one_line_errors_for_a_newcomers_mistakes(dataset, model, tmp_pa
     assert main(["segment", str(dataset / "test" / "images"), *untrained]) == 2
     err = capsys.readouterr().err
     assert "no trained model" in err and "run training" in err
+    with pytest.raises(ValueError, match="does not fit bundle"):  # --debug: the traceback instead of the line
+        main(["--debug", "segment", str(volume), *base])
     assert main(["segment", str(dataset / "test" / "images"), *base, "--spacing", "1", "2", "3"]) == 2
     assert "--spacing needs 2 values" in capsys.readouterr().err
     if not torch.cuda.is_available():
