@@ -16,6 +16,16 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and file_stem(path) is not None
 
 
+def _check_device(device: str):
+    """``torch.device(device)``, or a ``ValueError`` saying so when it is CUDA and this PyTorch has none."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this PyTorch build has no usable CUDA device; use --device cpu.")
+    return dev
+
+
 def _check_readable(path: Path) -> None:
     """Open ``path`` with its own reader (tifffile / nibabel) so that a corrupt file gives one clear line."""
     try:
@@ -133,9 +143,7 @@ def segment(
     if existing and not overwrite:
         raise FileExistsError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --overwrite to replace.")
 
-    dev = torch.device(device) if device else parser.get_parsed_content("device")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: this PyTorch build has no usable CUDA device; use --device cpu.")
+    dev = _check_device(device) if device else parser.get_parsed_content("device")
     spatial_dims = int(parser.get_parsed_content("spatial_dims"))
     in_channels = int(parser.get_parsed_content("in_channels"))
     if model and checkpoint.suffix == ".onnx":
@@ -249,15 +257,14 @@ def demo(
     Raises:
         ValueError: ``epochs`` < 1, or a CUDA ``device`` without CUDA.
     """
-    import torch
     from monai.bundle import run
 
     from monai_embedseg.bundle.paths import bundle_path
 
     if epochs is not None and epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}.")
-    if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: this PyTorch build has no usable CUDA device; use --device cpu.")
+    if device is not None:
+        _check_device(device)
     root = Path(bundle or bundle_path("synthetic_2d"))
     configs = root / "configs"
     overrides: dict = {"bundle_root": str(root)}
