@@ -1,7 +1,7 @@
 """Benchmark of EmbedSeg greedy clustering (:func:`monai_embedseg.transforms.cluster.cluster_embeddings`).
 
 Inputs are oracle-like predictions with realistic noise: synthetic touching objects (Voronoi cells of random
-points cut to discs/balls), embeddings at the object centre plus Gaussian noise (``--noise`` pixels), bandwidth
+points cut to discs/balls), embeddings at the object center plus Gaussian noise (``--noise`` pixels), bandwidth
 ``--sigma`` pixels with 10 % log-normal jitter, seed probabilities that fall below 0.9 within ~3 pixels of an
 object border, and low seeds in the background.
 
@@ -21,8 +21,8 @@ import torch
 from scipy import ndimage
 
 from monai_embedseg.transforms.cluster import cluster_embeddings
-from monai_embedseg.utils.embedding import decode_prediction, encode_prediction
-from monai_embedseg.utils.oracle import oracle_prediction
+from monai_embedseg.embedding import decode_prediction, encode_prediction
+from monai_embedseg.testing.oracle import oracle_prediction
 
 
 def synthetic_labels(
@@ -58,7 +58,7 @@ def noisy_prediction(
     d = labels.ndim - 1
     sp = tuple(spacing) if spacing is not None else (1.0,) * d
     unit = min(sp)
-    raw = torch.as_tensor(oracle_prediction(labels, spacing=sp, center="centroid"))
+    raw = torch.as_tensor(oracle_prediction(labels, spacing=sp, mode="centroid"))
     emb, _, _ = decode_prediction(raw.double(), sp, batched=False)
     emb = emb + torch.as_tensor(rng.normal(0.0, noise * unit, emb.shape))
     sig = torch.as_tensor(sigma * unit * np.exp(rng.normal(0.0, 0.1, emb.shape)))

@@ -100,7 +100,7 @@ class OracleLikeNet:
         return torch.stack([self._one(xi[0]) for xi in x])
 
     def _one(self, lab_f: torch.Tensor) -> torch.Tensor:
-        from monai_embedseg.utils.embedding import encode_prediction, pixel_coordinates
+        from monai_embedseg.embedding import encode_prediction, pixel_coordinates
 
         gen = torch.Generator(device=lab_f.device).manual_seed(self.seed + self.calls)
         self.calls += 1
@@ -110,13 +110,13 @@ class OracleLikeNet:
         cnt = torch.bincount(flat).float().clamp_min(1.0)
         mean = torch.stack([torch.bincount(flat, weights=c, minlength=cnt.numel()) for c in coords]) / cnt
         inside = flat > 0
-        centre = mean[:, flat]  # (3, N) physical centroid of each pixel's object within the window
-        dist = ((centre - coords) ** 2).sum(0).sqrt_()
+        center = mean[:, flat]  # (3, N) physical centroid of each pixel's object within the window
+        dist = ((center - coords) ** 2).sum(0).sqrt_()
         radius = (cnt * math.prod(self.spacing) * 3.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
         seed = (0.99 - 0.4 * dist / radius[flat]).clamp(0.55, 0.99)
         seed = torch.where(inside, seed, torch.full_like(seed, 0.02))
         noise = torch.randn(coords.shape, generator=gen, device=lab_f.device) * (self.noise * self.unit)
-        emb = torch.where(inside, centre + noise, coords)
+        emb = torch.where(inside, center + noise, coords)
         sig = torch.full((1, *spatial), self.sigma * self.unit, device=lab_f.device).expand(3, *spatial)
         return encode_prediction(emb.reshape(3, *spatial), sig, seed.reshape(1, *spatial), self.spacing)
 

@@ -1,6 +1,6 @@
-"""Benchmark of the exact medoid (:func:`monai_embedseg.transforms.medoid.exact_medoid`) against brute force.
+"""Benchmark of the exact medoid (:func:`monai_embedseg.medoid.exact_medoid`) against brute force.
 
-Objects are voxelised 3D ellipsoids (semi-axes in the physical ratio 1 : 1.3 : 0.8, off-grid centre) with
+Objects are voxelised 3D ellipsoids (semi-axes in the physical ratio 1 : 1.3 : 0.8, off-grid center) with
 isotropic spacing and with anisotropic spacing ``(2.0, 0.4, 0.4)``, and a hollow ellipsoidal shell (a hard case:
 its medoid lies on the inner surface, where many voxels have nearly equal energies). Everything runs on ONE
 core (thread counts are pinned before numpy is imported). Brute force evaluates every energy with
@@ -27,7 +27,7 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.spatial.distance import cdist  # noqa: E402
 
-from monai_embedseg.transforms.medoid import exact_medoid  # noqa: E402
+from monai_embedseg.medoid import exact_medoid  # noqa: E402
 
 
 def ellipsoid_points(n_voxels: int, spacing: tuple[float, float, float], shell: bool = False) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 One step = forward, ``SpatialEmbeddingLoss``, backward and an Adam step, split into forward / loss / backward+step.
 Cases: 2D batch 16 x 80 x 80 (DSB-like crops) and 3D batch 2 x 32 x 128 x 128, cut from the synthetic generators
-with their exact medoid centres, so the loss sees real objects. Variants are timed interleaved (each repeat runs
+with their exact medoid centers, so the loss sees real objects. Variants are timed interleaved (each repeat runs
 every variant once) so that all see the same machine load; the figure is the median over repeats.
 
 Variants: ``fp32`` (the network as is), ``channels_last``, ``channels_last+bf16`` (``FastForward``; bf16 only where

@@ -1,4 +1,4 @@
-"""GenerateCenterImage(d): one centre pixel per object, numpy/torch/MetaTensor, 2D/3D, validation."""
+"""GenerateCenterImage(d): one center pixel per object, numpy/torch/MetaTensor, 2D/3D, validation."""
 
 from __future__ import annotations
 
@@ -51,20 +51,20 @@ def test_label_map_one_medoid_per_object(dims, kind):
     assert out.sum() == len(ids)
     for i in ids:
         obj = lab[0] == i
-        assert out[0][obj].sum() == 1  # exactly one centre, inside its object
+        assert out[0][obj].sum() == 1  # exactly one center, inside its object
         assert out[0][tuple(brute_medoid_pixel(obj, spacing))]
 
 
 @pytest.mark.parametrize("center", ["centroid", "approximate-medoid"])
 def test_other_modes_one_pixel_per_object(center):
     lab = label_map(3)
-    out = GenerateCenterImage(center=center, max_points=20)(torch.as_tensor(lab, dtype=torch.float32))
+    out = GenerateCenterImage(mode=center, max_points=20)(torch.as_tensor(lab, dtype=torch.float32))
     for i in (1, 3, 6):
         assert out[0][torch.as_tensor(lab[0] == i)].sum() == 1
     assert out.sum() == 3
 
 
-def test_spacing_changes_the_centre():
+def test_spacing_changes_the_center():
     lab = np.zeros((1, 9, 9), dtype=np.uint8)  # L shape
     lab[0, :, :3] = 1
     lab[0, 6:, :] = 1
@@ -90,7 +90,7 @@ def test_one_hot_bool_3d():
     stack = np.zeros((2, 6, 7, 8), dtype=bool)
     stack[0, :3, :3, :3] = True
     stack[1, 2:6, 2:7, 3:8] = True
-    out = GenerateCenterImage(center="centroid")(stack)
+    out = GenerateCenterImage(mode="centroid")(stack)
     assert out.shape == (1, 6, 7, 8) and out.sum() == 2
     assert (out[0] & stack[0]).sum() == 1 and (out[0] & stack[1]).sum() == 1
 
@@ -142,14 +142,14 @@ def test_validation_errors(bad, err, match):
 
 
 def test_constructor_errors():
-    with pytest.raises(ValueError, match="center must be"):
-        GenerateCenterImage(center="middle")
+    with pytest.raises(ValueError, match="mode must be"):
+        GenerateCenterImage(mode="middle")
     with pytest.raises(ValueError, match="max_points"):
         GenerateCenterImage(max_points=0)
     with pytest.raises(ValueError, match="spacing"):
         GenerateCenterImage(spacing=(1.0, 1.0, 1.0))(label_map(2))
 
 
-def test_empty_label_gives_empty_centre_image():
+def test_empty_label_gives_empty_center_image():
     out = GenerateCenterImage()(torch.zeros(1, 5, 6, dtype=torch.int32))
     assert out.shape == (1, 5, 6) and out.dtype == torch.bool and not out.any()

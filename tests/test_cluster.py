@@ -8,8 +8,8 @@ from scipy import ndimage
 
 from monai_embedseg.transforms import EmbedSegCluster, EmbedSegClusterd, cluster_embeddings
 from monai_embedseg.transforms.cluster import CLAIM_Q, EmbedSegClusterD, EmbedSegClusterDict
-from monai_embedseg.utils.embedding import decode_prediction, encode_prediction
-from monai_embedseg.utils.oracle import oracle_prediction
+from monai_embedseg.embedding import decode_prediction, encode_prediction
+from monai_embedseg.testing.oracle import oracle_prediction
 
 
 def reference_cluster(
@@ -77,7 +77,7 @@ def noisy_prediction(shape, spacing, rng, isotropic_sigma=False, ties=False, out
     lab = random_labels(shape, 6, rng)
     d = len(shape)
     unit = min(spacing) if spacing is not None else 1.0
-    oracle = torch.as_tensor(oracle_prediction(lab, spacing, center="centroid"))
+    oracle = torch.as_tensor(oracle_prediction(lab, spacing, mode="centroid"))
     emb, _, _ = decode_prediction(oracle, spacing, batched=False)
     emb = emb.double() + torch.as_tensor(rng.normal(0, 0.5 * unit, emb.shape))
     n_sig = 1 if isotropic_sigma else d

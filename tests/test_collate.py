@@ -62,7 +62,7 @@ def test_with_rand_object_cropd_in_dataloader():
         for k in range(n):
             lab[k, 3 * k: 3 * k + 2, 2:6 + k] = 1
         data.append({"image": np.random.rand(1, 16, 16).astype(np.float32), "label": lab})
-    crop = RandObjectCropd(keys=["image", "label"], label_key="label", roi_size=(8, 8), num_samples=3)
+    crop = RandObjectCropd(keys=["image", "label"], label_key="label", crop_size=(8, 8), num_samples=3)
     crop.set_random_state(0)
     loader = DataLoader(Dataset(data, Compose([crop])), batch_size=2, collate_fn=pad_one_hot_collate)
     out = next(iter(loader))

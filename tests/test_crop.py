@@ -38,7 +38,7 @@ def _bbox(mask):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("shape,roi", [((20, 24), (8, 9)), ((10, 12, 14), (5, 6, 7))])
-def test_crops_have_roi_size_and_match_reference(kind, shape, roi):
+def test_crops_have_crop_size_and_match_reference(kind, shape, roi):
     img, lab = _scene(shape)
     c = RandObjectCrop(roi, num_samples=12, jitter=0.5)
     c.set_random_state(0)
@@ -47,10 +47,10 @@ def test_crops_have_roi_size_and_match_reference(kind, shape, roi):
     for i, o in enumerate(out):
         assert type(o) is type(kind(img)) and tuple(o.shape) == (2, *roi)
         np.testing.assert_array_equal(_np(o), _reference_crop(img, c.starts[i], roi))
-        # the chosen object's bounding-box centre lies inside the window (jitter <= 0.5)
+        # the chosen object's bounding-box center lies inside the window (jitter <= 0.5)
         lo, hi = _bbox(lab[0] == c.objects[i])
-        centre = (lo + hi - 1) / 2
-        assert np.all(centre >= np.array(c.starts[i]) - 0.5) and np.all(centre <= np.array(c.starts[i]) + roi - 0.5)
+        center = (lo + hi - 1) / 2
+        assert np.all(center >= np.array(c.starts[i]) - 0.5) and np.all(center <= np.array(c.starts[i]) + roi - 0.5)
     assert any(min(s) < 0 for s in c.starts)  # some windows left the image: padding was exercised
     assert set(c.objects) <= {4, 9, 11}
     per_object = {}
@@ -60,7 +60,7 @@ def test_crops_have_roi_size_and_match_reference(kind, shape, roi):
 
 
 @pytest.mark.parametrize("shape,roi", [((20, 24), (8, 9)), ((10, 12, 14), (6, 6, 7))])
-def test_zero_jitter_centres_the_object(shape, roi):
+def test_zero_jitter_centers_the_object(shape, roi):
     img, lab = _scene(shape)
     c = RandObjectCropd(["image", "label"], "label", roi, num_samples=20, jitter=0.0)
     c.set_random_state(1)
@@ -68,8 +68,8 @@ def test_zero_jitter_centres_the_object(shape, roi):
     for i, d in enumerate(out):
         k = c.cropper.objects[i]
         lo, hi = _bbox(lab[0] == k)
-        crop_centre = np.array(c.cropper.starts[i]) + (np.array(roi) - 1) / 2
-        assert np.all(np.abs(crop_centre - (lo + hi - 1) / 2) <= 0.5)
+        crop_center = np.array(c.cropper.starts[i]) + (np.array(roi) - 1) / 2
+        assert np.all(np.abs(crop_center - (lo + hi - 1) / 2) <= 0.5)
         # every object is smaller than the roi, so the whole chosen object is in the crop
         assert (d["label"] == k).sum() == (lab == k).sum()
         np.testing.assert_array_equal(d["label"], _reference_crop(lab, c.cropper.starts[i], roi))
@@ -81,7 +81,7 @@ def test_border_padding_of_corner_object():
     lab[lab != 4] = 0  # only the corner object (0..2, 0..2)
     c = RandObjectCrop((9, 9), jitter=0.0, mode="constant")
     (o,) = c(torch.as_tensor(img), lab)
-    # bbox centre (1, 1) -> window starts at -3: three padded rows/cols of zeros
+    # bbox center (1, 1) -> window starts at -3: three padded rows/cols of zeros
     assert c.starts == [(-3, -3)]
     assert (o[:, :3] == 0).all() and (o[:, :, :3] == 0).all() and (o[:, 3:, 3:] > 0).all()
     (r,) = RandObjectCrop((9, 9), jitter=0.0, mode="reflect")(img, lab)
@@ -139,7 +139,7 @@ def test_empty_label_falls_back_to_uniform_random_crop(kind):
     assert len({tuple(s) for s in starts}) > 50
     for o, s in zip(out[:5], c.starts):
         np.testing.assert_array_equal(_np(o), img[:, s[0] : s[0] + 8, s[1] : s[1] + 10])
-    # a window larger than the image is centred and padded
+    # a window larger than the image is centered and padded
     (o,) = RandObjectCrop((16, 10))(img, lab)
     assert o.shape == (1, 16, 10) and (o[:, :2] == 0).all() and (o[:, -2:] == 0).all() and (o[:, 2:14] > 0).all()
 
@@ -157,8 +157,8 @@ def test_one_hot_labels(kind):
         k = c.cropper.objects[i]
         assert d["label"].shape == (4, 6, 9)
         lo, hi = _bbox(oh[k] > 0)
-        crop_centre = np.array(c.cropper.starts[i]) + (np.array([6, 9]) - 1) / 2
-        assert np.all(np.abs(crop_centre - (lo + hi - 1) / 2) <= 0.5)
+        crop_center = np.array(c.cropper.starts[i]) + (np.array([6, 9]) - 1) / 2
+        assert np.all(np.abs(crop_center - (lo + hi - 1) / 2) <= 0.5)
         assert _np(d["label"])[k].sum() == oh[k].sum()
     # size weighting on one-hot uses channel sums (16 px vs 40 px)
     w = RandObjectCrop(6, num_samples=600, weighting="size").set_random_state(0)
@@ -215,6 +215,6 @@ def test_pipeline_with_monai_transforms():
         assert d["image"].shape == (1, 16, 16) and d["label"].shape == (1, 16, 16) and d["center"].shape == (1, 16, 16)
         ids = set(np.unique(_np(d["label"])).tolist()) - {0}
         assert ids and ids <= {4, 9, 11}
-        assert int(_np(d["center"]).sum()) == len(ids)  # one centre per visible object, computed on the crop
+        assert int(_np(d["center"]).sum()) == len(ids)  # one center per visible object, computed on the crop
         assert (_np(d["label"])[_np(d["center"]).astype(bool)] > 0).all()
         assert float(d["image"].max()) <= 1.1 and float(d["image"].min()) >= -0.1

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from monai_embedseg.utils.embedding import decode_prediction, encode_prediction, n_sigma_of, pixel_coordinates
+from monai_embedseg.embedding import decode_prediction, encode_prediction, n_sigma_of, pixel_coordinates
 
 
 @pytest.mark.parametrize("shape,spacing", [((7, 9), None), ((4, 6, 5), (2.0, 0.4, 0.4))])
@@ -41,8 +41,8 @@ def test_isotropic_sigma_and_bad_channel_count():
     "shape,spacing,channels", [((37, 53), (0.5, 1.5), 5), ((6, 17, 19), (2.0, 0.4, 0.4), 7), ((9, 11, 13), None, 5)]
 )
 def test_decode_pixels_equals_indexed_full_decoding(shape, spacing, channels, monkeypatch):
-    import monai_embedseg.utils.embedding as embedding_mod
-    from monai_embedseg.utils.embedding import decode_pixels
+    import monai_embedseg.embedding as embedding_mod
+    from monai_embedseg.embedding import decode_pixels
 
     monkeypatch.setattr(embedding_mod, "_UNRAVEL_CHUNK", 37)  # several chunks of indices, a ragged last one
 
@@ -66,7 +66,7 @@ def test_decode_pixels_equals_indexed_full_decoding(shape, spacing, channels, mo
 
 
 def test_decode_pixels_coordinates_and_errors():
-    from monai_embedseg.utils.embedding import decode_pixels
+    from monai_embedseg.embedding import decode_pixels
 
     raw = torch.zeros(4, 3, 5)  # isotropic sigma, zero offsets: embeddings are the pixel positions
     emb, sig, seed = decode_pixels(raw, torch.tensor([0, 7, 14]), (2.0, 0.5))

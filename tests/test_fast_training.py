@@ -13,7 +13,7 @@ from ignite.engine import Engine, Events
 from monai_embedseg.engines import PAPER_THRESHOLDS, ThresholdSearch, read_thresholds
 from monai_embedseg.handlers import StepTimeHandler, TimeToAccuracyHandler
 from monai_embedseg.networks.nets import BranchedERFNet, FastForward, bf16_supported, resolve_precision
-from monai_embedseg.utils.oracle import oracle_prediction
+from monai_embedseg.testing.oracle import oracle_prediction
 
 
 # ---------------------------------------------------------------- FastForward

@@ -5,8 +5,8 @@ from monai.data import MetaTensor
 
 from monai_embedseg.inferers import EmbedSegInferer, tta_transforms
 from monai_embedseg.metrics import ap_dsb
-from monai_embedseg.utils.embedding import encode_prediction, pixel_coordinates
-from monai_embedseg.utils.oracle import oracle_prediction
+from monai_embedseg.embedding import encode_prediction, pixel_coordinates
+from monai_embedseg.testing.oracle import oracle_prediction
 
 
 def _boxes(shape, boxes):

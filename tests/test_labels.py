@@ -15,8 +15,8 @@ from monai_embedseg.transforms.labels import (
     OneHotToLabelD,
     RelabelConsecutive,
     RelabelConsecutiveDict,
-    RemoveSmallObjects,
-    RemoveSmallObjectsd,
+    RemoveSmallInstances,
+    RemoveSmallInstancesd,
     ValidateInstanceLabels,
     ValidateInstanceLabelsd,
     instance_bboxes,
@@ -193,10 +193,10 @@ def test_remove_small_objects_per_id_reference(kind, shape):
     counts = np.bincount(lab.ravel())
     min_size = int(np.median(counts[1:][counts[1:] > 0]))
     ref = np.where(counts[lab] >= min_size, lab, 0)
-    out = RemoveSmallObjects(min_size=min_size)(kind(lab))
+    out = RemoveSmallInstances(min_size=min_size)(kind(lab))
     assert type(out) is type(kind(lab))
     np.testing.assert_array_equal(_np(out), ref)
-    relabelled = RemoveSmallObjects(min_size, relabel=True)(kind(lab))
+    relabelled = RemoveSmallInstances(min_size, relabel=True)(kind(lab))
     np.testing.assert_array_equal(_np(relabelled), _np(RelabelConsecutive()(ref)))
 
 
@@ -205,15 +205,15 @@ def test_remove_small_objects_measures_whole_id_and_physical_units():
     lab[0, :3, :3] = 4  # 9 px
     lab[0, 7, 7] = 4  # stray pixel of the same id: the object has 10 px
     lab[0, 5, 0:2] = 2  # 2 px
-    out = RemoveSmallObjects(min_size=3)(lab)
+    out = RemoveSmallInstances(min_size=3)(lab)
     np.testing.assert_array_equal(out, np.where(lab == 2, 0, lab))
     # spacing (2, 1.5): 1 px = 3 area units; id 2 -> 6, id 4 -> 30
-    np.testing.assert_array_equal(RemoveSmallObjects(min_size=6, spacing=(2.0, 1.5))(lab), lab)
-    np.testing.assert_array_equal(RemoveSmallObjects(min_size=7, spacing=(2.0, 1.5))(lab), out)
-    d = RemoveSmallObjectsd("l", min_size=3, relabel=True)({"l": torch.as_tensor(lab)})
+    np.testing.assert_array_equal(RemoveSmallInstances(min_size=6, spacing=(2.0, 1.5))(lab), lab)
+    np.testing.assert_array_equal(RemoveSmallInstances(min_size=7, spacing=(2.0, 1.5))(lab), out)
+    d = RemoveSmallInstancesd("l", min_size=3, relabel=True)({"l": torch.as_tensor(lab)})
     np.testing.assert_array_equal(d["l"].numpy(), (lab == 4).astype(np.int32))
     with pytest.raises(ValueError, match="spacing"):
-        RemoveSmallObjects(min_size=3, spacing=(1.0, 1.0, 1.0))(lab)
+        RemoveSmallInstances(min_size=3, spacing=(1.0, 1.0, 1.0))(lab)
 
 
 def test_remove_small_objects_one_hot_channels_are_independent():
@@ -221,9 +221,9 @@ def test_remove_small_objects_one_hot_channels_are_independent():
     oh[0, :2, :2] = 1  # 4 px
     oh[1, 1, 1] = 1  # 1 px, overlapping channel 0 (MONAI/skimage would merge them along the channel axis)
     oh[2, 3:, 3:] = 1  # 9 px
-    out = RemoveSmallObjects(min_size=2)(oh)
+    out = RemoveSmallInstances(min_size=2)(oh)
     np.testing.assert_array_equal(out, oh * np.array([1, 0, 1], np.uint8)[:, None, None])
-    dropped = RemoveSmallObjects(min_size=5, relabel=True)(torch.as_tensor(oh))
+    dropped = RemoveSmallInstances(min_size=5, relabel=True)(torch.as_tensor(oh))
     np.testing.assert_array_equal(dropped.numpy(), oh[[2]])
 
 
@@ -317,5 +317,5 @@ def test_dict_twins_and_no_warnings():
         d = RelabelConsecutiveDict("l")({"l": lab})
         d = LabelToOneHotd("l")(d)
         assert d["l"].shape == (2, 2, 2)
-        d = RemoveSmallObjectsd("l", min_size=1)(d)
+        d = RemoveSmallInstancesd("l", min_size=1)(d)
     assert d["l"].shape == (2, 2, 2)

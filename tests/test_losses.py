@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from monai_embedseg.losses import SpatialEmbeddingLoss, lovasz_hinge, lovasz_hinge_flat
-from monai_embedseg.utils.embedding import decode_prediction, encode_prediction, pixel_coordinates
+from monai_embedseg.embedding import decode_prediction, encode_prediction, pixel_coordinates
 
 # ---------------------------------------------------------------------------------------------- reference code
 
@@ -40,7 +40,7 @@ def reference_loss(
     w_seed=1.0,
     foreground_weight=1.0,
     background_weight=1.0,
-    centre_rule="closest",
+    center_rule="closest",
 ):
     """Per-image, per-object Python loop of the EmbedSeg loss (same maths as ``SpatialEmbeddingLoss``).
 
@@ -61,7 +61,7 @@ def reference_loss(
         for mask in objects:
             candidates = torch.nonzero(mask & (center[b, 0] != 0))
             if len(candidates) == 0:
-                raise ValueError("object without centre")
+                raise ValueError("object without center")
             mean = coords[:, mask].mean(1)
             best, best_d = None, float("inf")
             for cand in candidates:
@@ -69,7 +69,7 @@ def reference_loss(
                 dist = float(((c - mean) ** 2).sum())
                 if dist < best_d:
                     best, best_d = c, dist
-                if centre_rule == "first":
+                if center_rule == "first":
                     break
             sigma_k = torch.log(sigma[b][:, mask]).mean(1).exp()
             dist2 = sum((emb[b, d] - best[d]) ** 2 / (2 * sigma_k[d] ** 2) for d in range(len(best)))
@@ -253,18 +253,18 @@ def test_chunking_over_objects_gives_the_same_loss_and_gradient(monkeypatch):
     assert torch.allclose(grad, grad_chunked, rtol=1e-10, atol=1e-14)
 
 
-def test_overlapping_centres_use_the_one_closest_to_the_mean():
+def test_overlapping_centers_use_the_one_closest_to_the_mean():
     shape = (16, 16)
     instance = torch.zeros(1, 2, *shape, dtype=torch.uint8)
     instance[0, 0, 2:14, 2:14] = 1  # big square, mean (7.5, 7.5)
-    instance[0, 1, 1:6, 1:6] = 1  # small square overlapping its corner, centre (3, 3) inside the big one
+    instance[0, 1, 1:6, 1:6] = 1  # small square overlapping its corner, center (3, 3) inside the big one
     center = torch.zeros(1, 1, *shape, dtype=torch.bool)
     center[0, 0, 3, 3] = True  # first in C order, lies inside both
     center[0, 0, 8, 8] = True
     pred = random_pred(1, shape, seed=5)
     out = SpatialEmbeddingLoss()(pred, {"instance": instance, "center": center})
-    closest, _ = reference_loss(pred, instance, center, centre_rule="closest")
-    first, _ = reference_loss(pred, instance, center, centre_rule="first")
+    closest, _ = reference_loss(pred, instance, center, center_rule="closest")
+    first, _ = reference_loss(pred, instance, center, center_rule="first")
     assert abs(closest.item() - first.item()) > 1e-3
     assert out.item() == pytest.approx(closest.item(), rel=1e-6)
 
@@ -318,7 +318,7 @@ def test_translation_into_a_larger_image():
     instance, center = make_blobs(2, (16, 18), 3, seed=9)
     pred = random_pred(2, (16, 18), seed=1)
     big_pred = torch.zeros(2, 5, 30, 31, dtype=torch.float64)
-    big_pred[:, :2] = 1e3  # embeddings of the padding land far from every centre: phi = 0 exactly
+    big_pred[:, :2] = 1e3  # embeddings of the padding land far from every center: phi = 0 exactly
     big_pred[:, 4] = -1e3  # seed 0
     big_pred[:, :, 7:23, 5:23] = pred
     big_inst = torch.zeros(2, 1, 30, 31, dtype=torch.long)
@@ -350,7 +350,7 @@ def test_reductions_terms_and_dtype():
     # half-precision input (as under AMP) is computed in float32
     out = SpatialEmbeddingLoss()(pred.to(torch.bfloat16), (instance, center))
     assert out.dtype == torch.float32 and out.item() == pytest.approx(mean.item(), rel=0.1)
-    # label maps given as float (after spatial transforms) or int32, centres as float
+    # label maps given as float (after spatial transforms) or int32, centers as float
     same = SpatialEmbeddingLoss()(pred, (instance.float(), center.float()))
     assert same.item() == pytest.approx(mean.item(), rel=1e-6)
 

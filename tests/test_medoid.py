@@ -1,4 +1,4 @@
-"""Exact medoid and per-object centres, checked against brute force over the full distance matrix."""
+"""Exact medoid and per-object centers, checked against brute force over the full distance matrix."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from monai_embedseg.transforms import exact_medoid, object_centers
-from monai_embedseg.transforms.medoid import CENTER_MODES
+from monai_embedseg.medoid import exact_medoid, object_centers
+from monai_embedseg.medoid import CENTER_MODES
 
 
 def brute_medoid(points, candidates=None, rtol=1e-9):
@@ -170,7 +170,7 @@ def label_map_3d():
 def test_object_centers_label_map(center):
     lab = label_map_3d()
     spacing = (2.0, 0.5, 0.7)
-    ids, coords = object_centers(lab, spacing=spacing, center=center, max_points=50)
+    ids, coords = object_centers(lab, spacing=spacing, mode=center, max_points=50)
     assert ids.tolist() == [2, 5, 7, 9]
     assert coords.shape == (4, 3) and coords.dtype == np.int64
     for obj, c in zip(ids, coords):
@@ -181,24 +181,24 @@ def test_object_centers_label_map(center):
         elif center == "centroid":
             assert (pix[brute_centroid_pixel(pix * spacing)] == c).all()
     if center == "approximate-medoid":  # deterministic
-        assert (object_centers(lab, spacing=spacing, center=center, max_points=50)[1] == coords).all()
+        assert (object_centers(lab, spacing=spacing, mode=center, max_points=50)[1] == coords).all()
         # objects not larger than max_points get the exact medoid
         exact = object_centers(lab, spacing=spacing)[1]
-        assert (object_centers(lab, spacing=spacing, center=center, max_points=10**6)[1] == exact).all()
+        assert (object_centers(lab, spacing=spacing, mode=center, max_points=10**6)[1] == exact).all()
 
 
 def test_object_centers_one_hot_overlap_and_empty_channels():
     mask = u_shape_2d()
     stack = np.zeros((4, *mask.shape), dtype=np.uint8)
     stack[0] = mask
-    stack[2] = mask  # identical object: must get a different centre
+    stack[2] = mask  # identical object: must get a different center
     stack[3, 10:16, 0:4] = 1  # overlaps both, contains the U medoid region corner
     ids, coords = object_centers(stack)
     assert ids.tolist() == [0, 2, 3]  # channel 1 is empty
     assert len({tuple(c) for c in coords.tolist()}) == 3
     pts = np.argwhere(mask).astype(float)
     assert coords[0].tolist() == [9, 2]
-    # second copy: the best pixel of its own that is not the first centre
+    # second copy: the best pixel of its own that is not the first center
     allowed = ~(pts == [9, 2]).all(axis=1)
     assert (pts[brute_medoid(pts, allowed)] == coords[1]).all()
     for ch, c in zip(ids, coords):
@@ -208,7 +208,7 @@ def test_object_centers_one_hot_overlap_and_empty_channels():
 def test_object_centers_identical_single_pixels_warn():
     stack = np.zeros((2, 5, 5), dtype=np.uint8)
     stack[:, 2, 3] = 1
-    with pytest.warns(UserWarning, match="already the centre"):
+    with pytest.warns(UserWarning, match="already the center"):
         ids, coords = object_centers(stack)
     assert ids.tolist() == [0, 1] and coords.tolist() == [[2, 3], [2, 3]]
 
@@ -216,8 +216,8 @@ def test_object_centers_identical_single_pixels_warn():
 def test_object_centers_errors_and_empty():
     ids, coords = object_centers(np.zeros((1, 4, 4), dtype=int))
     assert ids.shape == (0,) and coords.shape == (0, 2)
-    with pytest.raises(ValueError, match="center must be"):
-        object_centers(np.zeros((1, 4, 4), dtype=int), center="mean")
+    with pytest.raises(ValueError, match="mode must be"):
+        object_centers(np.zeros((1, 4, 4), dtype=int), mode="mean")
     with pytest.raises(ValueError, match="spatial dims"):
         object_centers(np.zeros((4, 4), dtype=int))
     with pytest.raises(ValueError, match="spacing"):

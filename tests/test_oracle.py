@@ -3,9 +3,9 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_embedseg.transforms.medoid import object_centers
-from monai_embedseg.utils import oracle_prediction
-from monai_embedseg.utils.embedding import decode_prediction, pixel_coordinates
+from monai_embedseg.medoid import object_centers
+from monai_embedseg.testing import oracle_prediction
+from monai_embedseg.embedding import decode_prediction, pixel_coordinates
 
 
 def _l_shapes_2d():
@@ -19,13 +19,13 @@ def _l_shapes_2d():
 
 @pytest.mark.parametrize("spacing", [None, (1.0, 0.5)])
 @pytest.mark.parametrize("center", ["medoid", "centroid"])
-def test_oracle_embeds_every_pixel_at_its_centre(spacing, center):
+def test_oracle_embeds_every_pixel_at_its_center(spacing, center):
     lab = _l_shapes_2d()
-    raw = oracle_prediction(lab, spacing, center=center)
+    raw = oracle_prediction(lab, spacing, mode=center)
     assert isinstance(raw, np.ndarray) and raw.dtype == np.float32 and raw.shape == (5, 24, 30)
     emb, sig, seed = decode_prediction(torch.as_tensor(raw), spacing, batched=False)
     sp = np.asarray(spacing if spacing is not None else (1.0, 1.0))
-    ids, coords = object_centers(lab, spacing, center=center)
+    ids, coords = object_centers(lab, spacing, mode=center)
     assert list(ids) == [2, 4, 7]
     for obj_id, c in zip(ids, coords):
         mask = lab[0] == obj_id
@@ -39,10 +39,10 @@ def test_oracle_embeds_every_pixel_at_its_centre(spacing, center):
     assert torch.allclose(seed[0][bg], torch.tensor(1e-6), atol=1e-7)
 
 
-def test_medoid_and_centroid_give_different_centres_for_an_l_shape():
+def test_medoid_and_centroid_give_different_centers_for_an_l_shape():
     lab = _l_shapes_2d()
-    a = oracle_prediction(lab, center="medoid")
-    b = oracle_prediction(lab, center="centroid")
+    a = oracle_prediction(lab, mode="medoid")
+    b = oracle_prediction(lab, mode="centroid")
     assert not np.allclose(a[:2][:, lab[0] == 4], b[:2][:, lab[0] == 4])
 
 
@@ -68,8 +68,8 @@ def test_3d_anisotropic_and_meta():
     assert isinstance(raw, MetaTensor) and raw.shape == (7, 6, 20, 22) and torch.equal(raw.affine, meta.affine)
     emb, sig, _ = decode_prediction(raw.as_tensor(), (2.0, 0.4, 0.4), batched=False)
     _, coords = object_centers(lab, (2.0, 0.4, 0.4))
-    centre = torch.as_tensor(coords[1] * np.array([2.0, 0.4, 0.4]), dtype=torch.float32)
-    assert torch.allclose(emb[:, torch.as_tensor(lab[0] == 3)], centre[:, None], atol=1e-4)
+    center = torch.as_tensor(coords[1] * np.array([2.0, 0.4, 0.4]), dtype=torch.float32)
+    assert torch.allclose(emb[:, torch.as_tensor(lab[0] == 3)], center[:, None], atol=1e-4)
     assert torch.allclose(sig, torch.full_like(sig, 0.2))
 
 

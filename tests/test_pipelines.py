@@ -31,7 +31,7 @@ def test_training_reads_each_image_once_and_crops_on_the_fly(tmp_path):
     sample = dataset[1][0]
     assert set(sample) >= {"image", "label", "center"}
     ids = np.unique(sample["label"].numpy())
-    assert int(sample["center"].sum()) == len(ids[ids > 0])  # one centre per visible object
+    assert int(sample["center"].sum()) == len(ids[ids > 0])  # one center per visible object
 
 
 def test_val_transforms_copy_one_hot_labels_and_crop_sub_volumes(tmp_path):

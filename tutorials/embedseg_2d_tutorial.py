@@ -11,12 +11,12 @@
 #   clustering, so you can swap any piece.
 #
 # **How EmbedSeg works, in one paragraph.** A network (a branched ERF-Net) looks at the image and predicts, for
-# every pixel, (1) an *offset* vector pointing from the pixel to the centre (medoid) of the object it belongs to,
+# every pixel, (1) an *offset* vector pointing from the pixel to the center (medoid) of the object it belongs to,
 # (2) a *bandwidth* (sigma) per axis saying how tightly that object's pixels cluster, and (3) a *seediness* score:
-# how sure the network is that the pixel is inside an object and points well at its centre. At inference, the most
+# how sure the network is that the pixel is inside an object and points well at its center. At inference, the most
 # confident seed starts an object; every pixel whose embedding (position + offset) falls within that seed's
 # Gaussian bandwidth joins it; repeat until no confident seed is left. Touching objects separate because their
-# pixels point at *different* centres.
+# pixels point at *different* centers.
 #
 # Steps: synthetic data -> datalist -> dataset properties -> transforms -> training -> prediction + AP.
 #
@@ -131,7 +131,7 @@ print(train_files[0])
 # %% [markdown]
 # ## 3. Dataset properties
 #
-# EmbedSeg trains on crops centred on objects. The crop must be large enough to hold an object with some context:
+# EmbedSeg trains on crops centered on objects. The crop must be large enough to hold an object with some context:
 # `compute_dataset_properties` measures the objects of the training masks and proposes a crop size (mean object
 # extent + 5 standard deviations, rounded up to a multiple of 8), the smallest object size (used to drop tiny
 # fragments after clustering) and the background/foreground pixel ratio.
@@ -148,8 +148,8 @@ for key in ("n_objects", "min_object_size", "mean_object_size", "object_extent_m
     print(f"{key:>20}: {props[key]}")
 # square crops (90 degree rotations keep the shape), holding several objects (see the note above)
 side = max(props["crop_size"]) if QUICK else max(*props["crop_size"], 128)
-ROI_SIZE = (side, side)
-print(f"training crops: {ROI_SIZE}")
+CROP_SIZE = (side, side)
+print(f"training crops: {CROP_SIZE}")
 
 # %% [markdown]
 # ## 4. The training pipeline, composed by hand
@@ -158,10 +158,10 @@ print(f"training crops: {ROI_SIZE}")
 #   a channel axis: image `(1, H, W)` float32, label `(1, H, W)` int64;
 # * `ScaleIntensityRangePercentilesd(1, 99.8)` maps the 1st/99.8th intensity percentiles to 0/1 (EmbedSeg's
 #   per-image normalisation; no clipping);
-# * `RandObjectCropd` cuts `num_samples` crops per image, each centred (with jitter) on a random object, on the fly;
+# * `RandObjectCropd` cuts `num_samples` crops per image, each centered (with jitter) on a random object, on the fly;
 # * `RandFlipd` / `RandRotate90d` augment image and label together;
 # * `GenerateCenterImaged` marks the **medoid** of every object *of the crop* (after cropping and augmentation, so
-#   the centres are always right): the point the offsets must point at.
+#   the centers are always right): the point the offsets must point at.
 #
 # The loading and normalisation are deterministic, so `CacheDataset` caches them once; the random transforms run
 # every epoch.
@@ -174,7 +174,7 @@ train_transforms = Compose(
         LoadImaged("image", reader=TiffReader(), ensure_channel_first=True),
         LoadImaged("label", reader=TiffReader(), ensure_channel_first=True, dtype=np.int64),
         ScaleIntensityRangePercentilesd("image", lower=1, upper=99.8, b_min=0.0, b_max=1.0, clip=False),
-        RandObjectCropd(keys, label_key="label", roi_size=ROI_SIZE, num_samples=NUM_SAMPLES),
+        RandObjectCropd(keys, label_key="label", crop_size=CROP_SIZE, num_samples=NUM_SAMPLES),
         RandFlipd(keys, prob=0.5, spatial_axis=0),
         RandFlipd(keys, prob=0.5, spatial_axis=1),
         RandRotate90d(keys, prob=0.75, max_k=3),
@@ -196,7 +196,7 @@ train_loader = DataLoader(train_ds, batch_size=2, shuffle=True, num_workers=0)
 val_loader = DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=0)
 
 # %% [markdown]
-# Look at one training crop: the image, its objects in random colours and the centre image (one pixel per object,
+# Look at one training crop: the image, its objects in random colours and the center image (one pixel per object,
 # red dots). Objects cut by the crop border get the medoid of their visible part.
 
 # %%
@@ -210,7 +210,7 @@ axes[1].imshow(np.moveaxis(instance_colors(label), 0, -1))
 axes[1].set_title(f"{len(np.unique(label)) - 1} objects")
 axes[2].imshow(image, cmap="gray")
 axes[2].scatter(cx, cy, c="red", s=12)
-axes[2].set_title("centre image (medoids)")
+axes[2].set_title("center image (medoids)")
 for ax in axes:
     ax.axis("off")
 save_figure(fig, "training_crop.png")
@@ -219,9 +219,9 @@ save_figure(fig, "training_crop.png")
 # ## 5. Network, loss and the MONAI trainer
 #
 # * `BranchedERFNet(spatial_dims=2, in_channels=1)`: one decoder branch predicts the 2 offsets + 2 sigmas, the
-#   other the seed logit (5 output channels; layout in `monai_embedseg.utils.embedding`).
+#   other the seed logit (5 output channels; layout in `monai_embedseg.embedding`).
 # * `SpatialEmbeddingLoss`: Lovasz hinge on each object's Gaussian score map + sigma variance + seed regression.
-#   It needs the labels *and* the centre images: `PrepareBatchEmbedSeg` hands `{"instance", "center"}` to the loss.
+#   It needs the labels *and* the center images: `PrepareBatchEmbedSeg` hands `{"instance", "center"}` to the loss.
 # * `LossTermsHandler` copies the loss terms into the engine output, `TensorBoardStatsHandler` logs them.
 # * a `ValidationHandler` runs a `SupervisedEvaluator` on the validation images: predict, cluster
 #   (`EmbedSegClusterd`), score with AP at IoU 0.5 (`APDSBMetric`).
@@ -319,7 +319,7 @@ print(f"predicted {len(test_files)} test images in {time.time() - t0:.1f} s")
 
 # %% [markdown]
 # Predicted instances next to the ground truth (random colours per object; the colours of the two columns are not
-# meant to match), and the seed map: bright where the network is confident an object centre is nearby.
+# meant to match), and the seed map: bright where the network is confident an object center is nearby.
 
 # %%
 n_show = min(3, len(images))

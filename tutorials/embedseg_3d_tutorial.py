@@ -3,7 +3,7 @@
 #
 # Microscopy stacks are rarely isotropic: a confocal stack often has z steps 2-5 times larger than the pixel size
 # in x and y. EmbedSeg in `monai_embedseg` works in **physical units**: pass the voxel size (`spacing`, in z, y, x
-# order) and the object centres (medoids), the loss, the test-time augmentation and the clustering all measure
+# order) and the object centers (medoids), the loss, the test-time augmentation and the clustering all measure
 # distances in micrometres (or whatever unit the spacing is in) instead of voxels.
 #
 # This tutorial
@@ -46,7 +46,7 @@ from monai_embedseg.losses import SpatialEmbeddingLoss
 from monai_embedseg.metrics import ap_dsb
 from monai_embedseg.networks.nets import BranchedERFNet
 from monai_embedseg.transforms import EmbedSegCluster, GenerateCenterImaged, RandObjectCropd
-from monai_embedseg.utils.oracle import oracle_prediction
+from monai_embedseg.testing.oracle import oracle_prediction
 
 QUICK = os.environ.get("EMBEDSEG_TUTORIAL_QUICK") == "1"
 WORK_DIR = Path(os.environ.get("EMBEDSEG_TUTORIAL_DIR", "embedseg_3d_tutorial_output")).resolve()
@@ -97,7 +97,7 @@ sizes[0] = 0
 VIEW_CENTER = tuple(int(round(c)) for c in np.argwhere(label == sizes.argmax()).mean(0))  # the largest cell
 
 # %% [markdown]
-# **Orthogonal views** through the centre of the largest cell. The xy view is one z-slice; the xz and yz views cut
+# **Orthogonal views** through the center of the largest cell. The xy view is one z-slice; the xz and yz views cut
 # through the stack along y and x. Drawn with an aspect ratio equal to the spacing ratio, the side views show
 # physical proportions: each z step is 3 pixels tall, so round cells look round (and blocky along z, since only
 # every third plane was imaged).
@@ -146,7 +146,7 @@ orthogonal_views([image, label], ["image", "labels"], SPACING, VIEW_CENTER, file
 #
 # The same oracle clustered **without** telling the clustering the spacing shows why `spacing` matters: the
 # embeddings are then read in voxel units, the z components are off by a factor of 3, voxels no longer land near
-# their centres, and the cells shatter.
+# their centers, and the cells shatter.
 
 # %%
 thresholds = [0.5, 0.6, 0.7, 0.8, 0.9]
@@ -187,15 +187,15 @@ props = compute_dataset_properties([item["label"][0] for item in train_items], s
 crop = list(props["crop_size"])
 # equal y and x sizes (so that (y, x) rotations keep the crop shape), at least 64 to hold several cells
 crop[1:] = [max(crop[1:])] * 2 if QUICK else [max(*crop[1:], 64)] * 2
-ROI_SIZE = tuple(min(c, s) for c, s in zip(crop, SHAPE))
-print(f"crop size (z, y, x): {ROI_SIZE}; foreground weight: {props['foreground_weight']:.2f}; "
+CROP_SIZE = tuple(min(c, s) for c, s in zip(crop, SHAPE))
+print(f"crop size (z, y, x): {CROP_SIZE}; foreground weight: {props['foreground_weight']:.2f}; "
       f"min object size: {props['min_object_size']} voxels")
 
 keys = ["image", "label"]
 train_transforms = Compose(
     [
         ScaleIntensityRangePercentilesd("image", lower=1, upper=99.8, b_min=0.0, b_max=1.0, clip=False),
-        RandObjectCropd(keys, label_key="label", roi_size=ROI_SIZE, num_samples=2 if QUICK else 4),
+        RandObjectCropd(keys, label_key="label", crop_size=CROP_SIZE, num_samples=2 if QUICK else 4),
         RandFlipd(keys, prob=0.5, spatial_axis=0),
         RandFlipd(keys, prob=0.5, spatial_axis=1),
         RandFlipd(keys, prob=0.5, spatial_axis=2),
@@ -257,7 +257,7 @@ print(f"predicted in {time.time() - t0:.1f} s: {pred_labels.max()} objects ({lab
 ap = ap_dsb([label], [pred_labels], thresholds=thresholds)
 print("IoU threshold  " + "  ".join(f"{t:.1f}" for t in thresholds))
 print("AP_dsb         " + "  ".join(f"{a:.2f}" for a in ap))
-seed_map = torch.sigmoid(raw[-1]).cpu().numpy()  # where the network expects object centres (seeds need > 0.9)
+seed_map = torch.sigmoid(raw[-1]).cpu().numpy()  # where the network expects object centers (seeds need > 0.9)
 orthogonal_views(
     [image, label, pred_labels, seed_map],
     ["image", "labels", "prediction", "seed probability"],

@@ -32,9 +32,9 @@ from monai_embedseg.transforms.labels import ValidateInstanceLabelsd
 __all__ = ["square_in_plane", "load_transforms", "train_transforms", "val_transforms", "infer_transforms", "postprocessing"]
 
 
-def square_in_plane(roi_size: Sequence[int]) -> list[int]:
+def square_in_plane(crop_size: Sequence[int]) -> list[int]:
     """Make the last two (y, x) crop sizes equal (their maximum), so 90-degree rotations keep the crop shape."""
-    roi = [int(r) for r in roi_size]
+    roi = [int(r) for r in crop_size]
     roi[-2:] = [max(roi[-2:])] * 2
     return roi
 
@@ -69,7 +69,7 @@ def load_transforms(
 
 
 def train_transforms(
-    roi_size: Sequence[int],
+    crop_size: Sequence[int],
     spacing: Sequence[float] | None = None,
     num_samples: int = 4,
     image_key: str = "image",
@@ -85,19 +85,19 @@ def train_transforms(
     (``RandObjectCropd``): images are read once, crops are drawn on the fly.
 
     Args:
-        roi_size: crop size per spatial axis (y/x made square so 90-degree rotations keep the shape).
-        spacing: physical voxel size, for the medoid centres.
-        num_samples: object-centred crops per image per draw.
+        crop_size: crop size per spatial axis (y/x made square so 90-degree rotations keep the shape).
+        spacing: physical voxel size, for the medoid centers.
+        num_samples: object-centered crops per image per draw.
 
     Returns:
-        a ``Compose`` producing ``num_samples`` dicts with ``image (C, *roi)``, ``label`` and ``center (1, *roi)``.
+        a ``Compose`` producing ``num_samples`` dicts with ``image (C, *crop)``, ``label`` and ``center (1, *crop)``.
     """
     keys = [image_key, label_key]
-    spatial_dims = len(roi_size)
+    spatial_dims = len(crop_size)
     return Compose(
         [
             *load_transforms(image_key, label_key, image_channel_dim, label_channel_dim),
-            RandObjectCropd(keys, label_key=label_key, roi_size=square_in_plane(roi_size), num_samples=num_samples,
+            RandObjectCropd(keys, label_key=label_key, crop_size=square_in_plane(crop_size), num_samples=num_samples,
                             jitter=jitter),
             *[RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)],
             RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(spatial_dims - 2, spatial_dims - 1)),

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from monai_embedseg.utils.embedding import resolve_spacing
+from monai_embedseg.embedding import resolve_spacing
 from monai_embedseg.utils.files import atomic_output
 
 __all__ = [

@@ -64,7 +64,7 @@ def _random_rotation(rng: np.random.Generator, d: int) -> np.ndarray:
 def _place_centers(
     rng: np.random.Generator, shape: Sequence[int], radii: np.ndarray, gap: float, tries: int = 200
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Centres ``(K, D)`` inside ``shape`` with ``|c_i - c_j| >= gap * (r_i + r_j)`` and their radii ``(K,)``.
+    """Centers ``(K, D)`` inside ``shape`` with ``|c_i - c_j| >= gap * (r_i + r_j)`` and their radii ``(K,)``.
 
     Objects that find no free place in ``tries`` random draws are dropped (K <= len(radii)).
     """
@@ -92,13 +92,13 @@ def _paint_ellipsoids(
 
     Args:
         shape: spatial shape ``(*spatial)`` (2 or 3 values).
-        centers: ``(K, D)`` centres in pixels.
+        centers: ``(K, D)`` centers in pixels.
         semi_axes: ``(K, D)`` semi-axis lengths in pixels.
         rotations: ``(K, D, D)`` orthogonal matrices, columns = principal axes.
 
     Returns:
         ``label (*spatial) int32`` with ids ``1..K`` and ``dist (*spatial) float32``: the normalised distance
-        (0 at the centre, 1 on the border) to the owning object, ``inf`` on background.
+        (0 at the center, 1 on the border) to the owning object, ``inf`` on background.
     """
     label = np.zeros(shape, dtype=np.int32)
     dist = np.full(shape, np.inf, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""Batch preparation for EmbedSeg training: the loss receives both the instance labels and the centre images."""
+"""Batch preparation for EmbedSeg training: the loss receives both the instance labels and the center images."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class PrepareBatchEmbedSeg(PrepareBatch):
     Args:
         image_key: key of the image ``(B, C_in, *spatial)``.
         label_key: key of the instance labels ``(B, 1, *spatial)`` (label map) or ``(B, N, *spatial)`` (one-hot).
-        center_key: key of the centre images ``(B, 1, *spatial)`` bool.
+        center_key: key of the center images ``(B, 1, *spatial)`` bool.
     """
 
     def __init__(self, image_key: str = "image", label_key: str = "label", center_key: str = "center") -> None:

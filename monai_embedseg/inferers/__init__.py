@@ -1,3 +1,3 @@
 """Inferers: sliding window + test-time augmentation with vector-channel correction."""
 
-from .tta import EmbedSegInferer, tta_transforms
+from .embedseg import EmbedSegInferer, tta_transforms

@@ -2,9 +2,9 @@
 
 Written from the method description. For every object ``k`` of image ``b`` (mask ``M_k``):
 
-* centre ``C_k``: physical coordinate of the object's centre pixel (the True pixel of the ``center`` target inside
+* center ``C_k``: physical coordinate of the object's center pixel (the True pixel of the ``center`` target inside
   ``M_k``; when several lie inside ``M_k`` -- overlapping one-hot objects -- the one closest, in physical units, to
-  the mean coordinate of ``M_k``; ties go to the first in C order; centre pixels in no object are ignored);
+  the mean coordinate of ``M_k``; ties go to the first in C order; center pixels in no object are ignored);
 * bandwidth ``sigma_k = exp(mean_{i in M_k} log sigma_i)`` (per axis; the geometric mean, i.e. the mean of the
   network's raw log-bandwidth channel);
 * score ``phi_k(e_i) = exp(-sum_d (e_id - C_kd)^2 / (2 sigma_kd^2))`` for every pixel ``i`` of the image;
@@ -32,7 +32,7 @@ from torch.nn.modules.loss import _Loss
 from monai.utils import LossReduction
 
 from monai_embedseg.losses.lovasz import _lovasz_order, _lovasz_sorted
-from monai_embedseg.utils.embedding import (
+from monai_embedseg.embedding import (
     OFFSET_SCALE,
     SIGMA_SCALE,
     decode_prediction,
@@ -79,8 +79,8 @@ class SpatialEmbeddingLoss(_Loss):
         w_seed: weight of the seed term.
         foreground_weight: weight of the seed error on object pixels.
         background_weight: weight of the seed error on background pixels.
-        offset_scale: see :func:`monai_embedseg.utils.embedding.decode_prediction`.
-        sigma_scale: see :func:`monai_embedseg.utils.embedding.decode_prediction`.
+        offset_scale: see :func:`monai_embedseg.embedding.decode_prediction`.
+        sigma_scale: see :func:`monai_embedseg.embedding.decode_prediction`.
         reduction: ``"mean"`` or ``"sum"`` over the batch, or ``"none"`` for a ``(B,)`` tensor.
     """
 
@@ -197,7 +197,7 @@ class SpatialEmbeddingLoss(_Loss):
             0-dim tensor (``(B,)`` with ``reduction="none"``), float32 (float64 for a float64 input).
 
         Raises:
-            ValueError: wrong shapes or channel count, NaN/inf in the input, bad labels, an object without centre.
+            ValueError: wrong shapes or channel count, NaN/inf in the input, bad labels, an object without center.
             TypeError: wrong target container or tensor types.
         """
         if not isinstance(input, torch.Tensor):
@@ -276,13 +276,13 @@ class SpatialEmbeddingLoss(_Loss):
             terms = {"instance": zero, "variance": zero, "seed": seed_term}
             return self.w_seed * seed_term, terms
 
-        centre = self._centres(n_obj, pair_obj, pair_pix, pair_img, center, coords, size)  # (K, D)
+        center = self._centers(n_obj, pair_obj, pair_pix, pair_img, center, coords, size)  # (K, D)
         log_sigma_pairs = torch.log(sigma[pair_img, :, pair_pix])  # (n_pairs, D)
         log_sigma_k = torch.zeros(n_obj, n_dims, device=device, dtype=dtype).index_add(0, pair_obj, log_sigma_pairs)
         log_sigma_k = log_sigma_k / size[:, None]
         scale = torch.exp(-log_sigma_k) * 0.5**0.5  # (K, D): phi = exp(-sum_d ((e_d - C_d) * scale_d)^2)
         with torch.no_grad():  # phi inside the objects, the detached seed target
-            diff = (emb[pair_img, :, pair_pix] - centre[pair_obj]) * scale[pair_obj]
+            diff = (emb[pair_img, :, pair_pix] - center[pair_obj]) * scale[pair_obj]
             phi_pairs = torch.exp(-diff.square().sum(-1).clamp(max=_MAX_EXPONENT))
 
         # instance term, over chunks of objects to bound the memory of the dense (objects, D, pixels) pass
@@ -294,7 +294,7 @@ class SpatialEmbeddingLoss(_Loss):
             sl = slice(pair_start[start], pair_start[stop])
             lovasz.append(
                 self._instance_chunk(
-                    emb, image_of[start:stop], centre[start:stop], scale[start:stop], size[start:stop],
+                    emb, image_of[start:stop], center[start:stop], scale[start:stop], size[start:stop],
                     pair_obj[sl] - start, pair_pix[sl], phi_pairs[sl],
                 )
             )
@@ -319,7 +319,7 @@ class SpatialEmbeddingLoss(_Loss):
     def _instance_chunk(
         emb: torch.Tensor,
         image_of: torch.Tensor,
-        centre: torch.Tensor,
+        center: torch.Tensor,
         scale: torch.Tensor,
         size: torch.Tensor,
         pair_obj: torch.Tensor,
@@ -334,14 +334,14 @@ class SpatialEmbeddingLoss(_Loss):
 
         Args:
             emb: ``(B, D, P)`` embeddings.
-            image_of, centre, scale, size: ``(k,)``, ``(k, D)``, ``(k, D)``, ``(k,)`` per object.
+            image_of, center, scale, size: ``(k,)``, ``(k, D)``, ``(k, D)``, ``(k,)`` per object.
             pair_obj, pair_pix, phi_pairs: the chunk's membership pairs (object index local to the chunk) and the
                 detached phi at them.
         """
         n_obj, n_pix = image_of.shape[0], emb.shape[-1]
         with torch.no_grad():
             scaled = emb.detach()[image_of]  # (k, D, P) (index_select is much slower on CPU)
-            scaled.mul_(scale[..., None]).sub_((centre * scale)[..., None])
+            scaled.mul_(scale[..., None]).sub_((center * scale)[..., None])
             errors = scaled.square_().sum(1).clamp_(max=_MAX_EXPONENT).neg_().exp_()  # (k, P) = phi
             del scaled
             # hinge errors of the logits 2 phi - 1 are 2 (1 - phi) inside the object and 2 phi outside (all >= 0);
@@ -354,13 +354,13 @@ class SpatialEmbeddingLoss(_Loss):
             masks[pair_obj, pair_pix] = True
             gt_sorted = masks.gather(-1, perm)
         emb_sel = emb[image_of[:, None], :, perm]  # (k, L, D)
-        exponent = ((emb_sel - centre[:, None]) * scale[:, None]).square().sum(-1).clamp(max=_MAX_EXPONENT)
+        exponent = ((emb_sel - center[:, None]) * scale[:, None]).square().sum(-1).clamp(max=_MAX_EXPONENT)
         phi_sel = torch.exp(-exponent)
         half_errors = F.threshold(torch.where(gt_sorted, 1.0 - phi_sel, phi_sel), _MIN_ERROR, 0.0)
         return 2.0 * _lovasz_sorted(half_errors, gt_sorted, size)
 
     @staticmethod
-    def _centres(
+    def _centers(
         n_obj: int,
         pair_obj: torch.Tensor,
         pair_pix: torch.Tensor,
@@ -369,7 +369,7 @@ class SpatialEmbeddingLoss(_Loss):
         coords: torch.Tensor,
         size: torch.Tensor,
     ) -> torch.Tensor:
-        """Physical centre ``(K, D)`` of every object: its centre-image pixel closest to the object's mean.
+        """Physical center ``(K, D)`` of every object: its center-image pixel closest to the object's mean.
 
         Args:
             pair_obj, pair_pix, pair_img: membership pairs sorted by (object, pixel).
@@ -384,7 +384,7 @@ class SpatialEmbeddingLoss(_Loss):
         mean = torch.zeros(n_obj, n_dims, device=coords.device, dtype=coords.dtype).index_add_(
             0, pair_obj, coords[:, pair_pix].T
         ) / size[:, None]
-        cand = torch.nonzero(center[pair_img, pair_pix])[:, 0]  # pairs on a centre pixel, in (object, pixel) order
+        cand = torch.nonzero(center[pair_img, pair_pix])[:, 0]  # pairs on a center pixel, in (object, pixel) order
         cand_obj, cand_pix = pair_obj[cand], pair_pix[cand]
         dist = (coords[:, cand_pix].T - mean[cand_obj]).square().sum(-1)
         # closest first within each object (stable sorts: ties keep the pixel order)
@@ -392,9 +392,9 @@ class SpatialEmbeddingLoss(_Loss):
         order = order[torch.sort(cand_obj[order], stable=True).indices]
         objs, counts = torch.unique_consecutive(cand_obj[order], return_counts=True)
         if objs.shape[0] != n_obj:
-            has_centre = torch.zeros(n_obj, dtype=torch.bool, device=coords.device)
-            has_centre[objs] = True
-            bad = int(torch.nonzero(~has_centre)[0, 0])
+            has_center = torch.zeros(n_obj, dtype=torch.bool, device=coords.device)
+            has_center[objs] = True
+            bad = int(torch.nonzero(~has_center)[0, 0])
             raise ValueError(
                 f"{n_obj - objs.shape[0]} object(s) have no True pixel of target 'center' inside their mask "
                 f"(first: object {bad} of image {int(pair_img[pair_obj == bad][0])} in the batch)."

@@ -1,6 +1,5 @@
-"""MONAI transforms for EmbedSeg: centre targets, label hygiene, object-centred crops, clustering."""
+"""MONAI transforms for EmbedSeg: center targets, label hygiene, object-centered crops, clustering."""
 
-from .medoid import CENTER_MODES, exact_medoid, object_centers
 from .center import GenerateCenterImage, GenerateCenterImaged, GenerateCenterImageD, GenerateCenterImageDict
 from .labels import (
     FillHolesPerObject,
@@ -19,10 +18,10 @@ from .labels import (
     RelabelConsecutived,
     RelabelConsecutiveD,
     RelabelConsecutiveDict,
-    RemoveSmallObjects,
-    RemoveSmallObjectsd,
-    RemoveSmallObjectsD,
-    RemoveSmallObjectsDict,
+    RemoveSmallInstances,
+    RemoveSmallInstancesd,
+    RemoveSmallInstancesD,
+    RemoveSmallInstancesDict,
     ValidateInstanceLabels,
     ValidateInstanceLabelsd,
     ValidateInstanceLabelsD,

@@ -1,4 +1,4 @@
-"""Centre images: one marked pixel per object, the seed targets of EmbedSeg."""
+"""Center images: one marked pixel per object, the seed targets of EmbedSeg."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_data_type, convert_to_dst_type, ensure_tuple_rep
 
-from monai_embedseg.transforms.medoid import CENTER_MODES, object_centers
+from monai_embedseg.medoid import CENTER_MODES, object_centers
 
 __all__ = ["GenerateCenterImage", "GenerateCenterImaged", "GenerateCenterImageD", "GenerateCenterImageDict"]
 
@@ -49,19 +49,19 @@ def _validated_labels(label: NdarrayOrTensor) -> np.ndarray:
 
 
 class GenerateCenterImage(Transform):
-    """Mark one centre pixel per object.
+    """Mark one center pixel per object.
 
     Input: an instance label map ``(1, *spatial)`` (0 = background, ids >= 1, integer-valued) or a binary one-hot
     stack ``(N, *spatial)`` with ``N > 1`` (one channel per object, objects may overlap, empty channels are
     ignored); 2 or 3 spatial dims; numpy or torch (a MetaTensor keeps its metadata).
 
     Output: ``(1, *spatial)`` bool of the same kind, with exactly one True pixel per object, always inside its
-    object. Overlapping one-hot objects never share a centre: if a later channel's best pixel is already the
-    centre of an earlier one, it gets its own next-best pixel (see
-    :func:`monai_embedseg.transforms.medoid.object_centers`).
+    object. Overlapping one-hot objects never share a center: if a later channel's best pixel is already the
+    center of an earlier one, it gets its own next-best pixel (see
+    :func:`monai_embedseg.medoid.object_centers`).
 
     Args:
-        center: ``"medoid"`` (exact medoid, default), ``"centroid"`` (the object pixel nearest to the physical
+        mode: ``"medoid"`` (exact medoid, default), ``"centroid"`` (the object pixel nearest to the physical
             centroid) or ``"approximate-medoid"`` (exact medoid of a seeded subsample of ``max_points`` pixels).
         spacing: physical pixel size per spatial axis (z, y, x), ``None`` = 1. Given explicitly: it is not read
             from MetaTensor metadata.
@@ -73,36 +73,36 @@ class GenerateCenterImage(Transform):
 
     def __init__(
         self,
-        center: str = "medoid",
+        mode: str = "medoid",
         spacing: Sequence[float] | float | None = None,
         max_points: int = 1000,
         seed: int = 0,
     ) -> None:
-        if center not in CENTER_MODES:
-            raise ValueError(f"center must be one of {CENTER_MODES}, got {center!r}.")
+        if mode not in CENTER_MODES:
+            raise ValueError(f"mode must be one of {CENTER_MODES}, got {mode!r}.")
         if max_points < 1:
             raise ValueError(f"max_points must be >= 1, got {max_points}.")
-        self.center = center
+        self.mode = mode
         self.spacing = spacing
         self.max_points = int(max_points)
         self.seed = int(seed)
 
     def __call__(self, label: NdarrayOrTensor) -> NdarrayOrTensor:
-        """Args: label ``(1, *spatial)`` or ``(N, *spatial)``. Returns: ``(1, *spatial)`` bool centre image."""
+        """Args: label ``(1, *spatial)`` or ``(N, *spatial)``. Returns: ``(1, *spatial)`` bool center image."""
         lab = _validated_labels(label)
-        _, coords = object_centers(lab, self.spacing, self.center, max_points=self.max_points, seed=self.seed)
+        _, coords = object_centers(lab, self.spacing, self.mode, max_points=self.max_points, seed=self.seed)
         out = np.zeros((1, *lab.shape[1:]), dtype=bool)
         out[(0, *coords.T)] = True
         return convert_to_dst_type(out, label, dtype=torch.bool)[0]
 
 
 class GenerateCenterImaged(MapTransform):
-    """Dictionary twin of :class:`GenerateCenterImage`: writes the centre image of ``data[key]`` under ``center_key``.
+    """Dictionary twin of :class:`GenerateCenterImage`: writes the center image of ``data[key]`` under ``center_key``.
 
     Args:
         keys: keys of the instance label maps ``(1, *spatial)`` or one-hot stacks ``(N, *spatial)``.
         center_key: output key(s), one per key (a single string for a single key), default ``"center"``.
-        center, spacing, max_points, seed: see :class:`GenerateCenterImage` (``spacing`` is not read from metadata).
+        mode, spacing, max_points, seed: see :class:`GenerateCenterImage` (``spacing`` is not read from metadata).
         allow_missing_keys: skip missing keys instead of raising.
 
     Example::
@@ -116,7 +116,7 @@ class GenerateCenterImaged(MapTransform):
         self,
         keys: KeysCollection,
         center_key: str | Sequence[str] = "center",
-        center: str = "medoid",
+        mode: str = "medoid",
         spacing: Sequence[float] | float | None = None,
         max_points: int = 1000,
         seed: int = 0,
@@ -126,10 +126,10 @@ class GenerateCenterImaged(MapTransform):
         self.center_keys = ensure_tuple_rep(center_key, len(self.keys))
         if len(set(self.center_keys)) != len(self.center_keys):
             raise ValueError(f"give one distinct center_key per key, got keys {self.keys} -> {self.center_keys}.")
-        self.generator = GenerateCenterImage(center=center, spacing=spacing, max_points=max_points, seed=seed)
+        self.generator = GenerateCenterImage(mode=mode, spacing=spacing, max_points=max_points, seed=seed)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        """Add ``(1, *spatial)`` bool centre images to a copy of ``data``."""
+        """Add ``(1, *spatial)`` bool center images to a copy of ``data``."""
         d = dict(data)
         for key, center_key in self.key_iterator(d, self.center_keys):
             d[center_key] = self.generator(d[key])

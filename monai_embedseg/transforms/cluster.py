@@ -2,7 +2,7 @@
 
 The greedy definition (the contract; the slow reference in ``tests/test_cluster.py`` implements it literally):
 
-1. Decode the raw prediction with :func:`~monai_embedseg.utils.embedding.decode_prediction` into embeddings
+1. Decode the raw prediction with :func:`~monai_embedseg.embedding.decode_prediction` into embeddings
    ``e``, bandwidths ``sigma`` and seed probabilities. Foreground ``F = seed > fg_thresh``; unclaimed ``U = F``;
    candidate seeds ``S = F & (seed > seed_thresh)``.
 2. Visit the candidate seeds in the order: highest seed first, ties broken by the lowest raster (C-order) index.
@@ -25,7 +25,7 @@ are clamped into the edge cells) so that a proposal only tests the pixels in the
 skips visited seeds in vectorised chunks, and loops in Python over proposals, never over pixels. Decoding runs
 on the prediction's device and touches only what it needs: the seed map is decoded at full size (as
 ``decode_prediction`` does), the embeddings and bandwidths only for the foreground pixels
-(:func:`~monai_embedseg.utils.embedding.decode_pixels`, the same values), so besides the prediction the memory is
+(:func:`~monai_embedseg.embedding.decode_pixels`, the same values), so besides the prediction the memory is
 one full-size seed map, the int32 label map and ``O(#foreground)`` arrays (a 515 x 648 x 648 volume clusters in a
 few GB). The proposal loop is latency bound and runs on the host in numpy (for a CUDA prediction only the
 foreground pixels' embeddings, bandwidths and seeds are copied to the host).
@@ -44,7 +44,7 @@ from monai.transforms.transform import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, ensure_tuple
 from scipy import ndimage
 
-from monai_embedseg.utils.embedding import OFFSET_SCALE, SIGMA_SCALE, decode_pixels, n_sigma_of, resolve_spacing
+from monai_embedseg.embedding import OFFSET_SCALE, SIGMA_SCALE, decode_pixels, n_sigma_of, resolve_spacing
 
 __all__ = [
     "CLAIM_Q",
@@ -285,9 +285,9 @@ def _decode_foreground(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Select the foreground of a raw prediction ``(C, *spatial)`` and decode only its pixels, as host arrays.
 
-    The seed map is computed at full size exactly as :func:`~monai_embedseg.utils.embedding.decode_prediction` does
+    The seed map is computed at full size exactly as :func:`~monai_embedseg.embedding.decode_prediction` does
     (``sigmoid`` of the seed channel converted to ``dtype``), thresholded, and only the foreground pixels' raw
-    channels are gathered and decoded (:func:`~monai_embedseg.utils.embedding.decode_pixels`): the values equal
+    channels are gathered and decoded (:func:`~monai_embedseg.embedding.decode_pixels`): the values equal
     those of a full decoding, without its ``2 * D + 1`` full-size maps (plus the coordinate grid) in memory.
 
     Returns:
@@ -337,7 +337,7 @@ def cluster_embeddings(
         split_components: restrict every proposal to the face-connected component of the foreground that holds
             its seed, so claims never cross components (a semantic option: it costs one ``scipy.ndimage.label``
             and one extra comparison per tested pixel, it does not make the clustering faster).
-        offset_scale, sigma_scale: decoding scales, see :func:`~monai_embedseg.utils.embedding.decode_prediction`.
+        offset_scale, sigma_scale: decoding scales, see :func:`~monai_embedseg.embedding.decode_prediction`.
 
     Returns:
         ``labels`` int32 ``(1, *spatial)`` (0 = background, objects ``1..K`` in seed order) and ``confidence``

@@ -1,4 +1,4 @@
-"""On-the-fly object-centred random crops: each patch is centred on one (jittered) instance of the label."""
+"""On-the-fly object-centered random crops: each patch is centered on one (jittered) instance of the label."""
 
 from __future__ import annotations
 
@@ -29,24 +29,24 @@ _WEIGHTINGS = ("uniform", "size")
 
 
 class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
-    """Crop ``num_samples`` windows of ``roi_size``, each centred on a randomly chosen instance of a label.
+    """Crop ``num_samples`` windows of ``crop_size``, each centered on a randomly chosen instance of a label.
 
     For every sample one instance of ``label`` (label map ``(1, *spatial)`` or one-hot stack ``(N, *spatial)``) is
     drawn uniformly (``weighting="uniform"``) or with probability proportional to its voxel count
-    (``weighting="size"``). The window centre is the instance's bounding-box centre plus a uniform jitter in
-    ``[-jitter * roi_size, +jitter * roi_size]`` per axis (with ``jitter <= 0.5`` the bounding-box centre always lies
-    inside the window; with ``jitter = 0`` it is the window centre, to half a pixel for even sizes). Parts of the window
+    (``weighting="size"``). The window center is the instance's bounding-box center plus a uniform jitter in
+    ``[-jitter * crop_size, +jitter * crop_size]`` per axis (with ``jitter <= 0.5`` the bounding-box center always lies
+    inside the window; with ``jitter = 0`` it is the window center, to half a pixel for even sizes). Parts of the window
     outside the image are padded (``mode``, default constant 0).
 
     A label without any instance falls back to a uniformly random window: a uniformly drawn position where the window
-    fits in the image, centred (and padded) on axes where it does not.
+    fits in the image, centered (and padded) on axes where it does not.
 
     Bounding boxes come from one ``scipy.ndimage.find_objects`` pass per call (shared by all samples).
 
     Args:
-        roi_size: window size per spatial axis (an int is repeated); entries ``<= 0`` or ``None`` mean the whole axis.
+        crop_size: window size per spatial axis (an int is repeated); entries ``<= 0`` or ``None`` mean the whole axis.
         num_samples: number of windows returned per call.
-        jitter: maximal centre jitter as a fraction of ``roi_size`` (``0 <= jitter <= 0.5``).
+        jitter: maximal center jitter as a fraction of ``crop_size`` (``0 <= jitter <= 0.5``).
         weighting: ``"uniform"`` (every instance equally likely) or ``"size"`` (proportional to voxel count).
         mode: padding mode of MONAI's ``Pad`` (``"constant"``, ``"reflect"``, ...). Use constant for labels.
         one_hot: label format; ``None`` = decide from the channel count.
@@ -60,7 +60,7 @@ class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
 
     def __init__(
         self,
-        roi_size: Sequence[int | None] | int | None,
+        crop_size: Sequence[int | None] | int | None,
         num_samples: int = 1,
         jitter: float = 0.25,
         weighting: str = "uniform",
@@ -72,10 +72,10 @@ class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
         if not 0.0 <= float(jitter) <= 0.5:
-            raise ValueError(f"jitter must be in [0, 0.5] (a fraction of roi_size), got {jitter}.")
+            raise ValueError(f"jitter must be in [0, 0.5] (a fraction of crop_size), got {jitter}.")
         if weighting not in _WEIGHTINGS:
             raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}.")
-        self.roi_size = roi_size
+        self.crop_size = crop_size
         self.num_samples = int(num_samples)
         self.jitter = float(jitter)
         self.weighting = weighting
@@ -94,7 +94,7 @@ class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
     def effective_roi(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
         """Window size for an image of ``spatial_shape`` (``<= 0``/``None`` entries -> the whole axis)."""
         sd = len(spatial_shape)
-        roi = self.roi_size if self.roi_size is not None else (None,) * sd
+        roi = self.crop_size if self.crop_size is not None else (None,) * sd
         return tuple(int(r) for r in fall_back_tuple(ensure_tuple_rep(roi, sd), spatial_shape))
 
     def randomize(self, label: NdarrayOrTensor) -> None:  # type: ignore[override]
@@ -115,8 +115,8 @@ class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
             p = sizes / sizes.sum() if self.weighting == "size" else None
             picks = self.R.choice(len(keys), size=n, p=p)
             jit = self.R.uniform(-1.0, 1.0, size=(n, sd)) * self.jitter * roi
-            centre = (starts[picks] + stops[picks] - 1) / 2.0 + jit
-            win = np.floor(centre - (roi - 1) / 2.0 + 0.5).astype(np.int64)
+            center = (starts[picks] + stops[picks] - 1) / 2.0 + jit
+            win = np.floor(center - (roi - 1) / 2.0 + 0.5).astype(np.int64)
             self.objects = [int(k) for k in keys[picks]]
         self.starts = [tuple(int(v) for v in w) for w in win]
         self.roi = tuple(int(r) for r in roi)
@@ -152,7 +152,7 @@ class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
         randomize: bool = True,
         mode: str | None = None,
     ) -> list[NdarrayOrTensor]:
-        """Return ``num_samples`` crops ``(C, *roi_size)`` of ``img`` ``(C, *spatial)``, same kind as ``img``.
+        """Return ``num_samples`` crops ``(C, *crop_size)`` of ``img`` ``(C, *spatial)``, same kind as ``img``.
 
         Args:
             img: image to crop.
@@ -168,7 +168,7 @@ class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
 
 
 class RandObjectCropd(RandomizableTransform, MapTransform, MultiSampleTrait):
-    """Dictionary twin of :class:`RandObjectCrop`: crops every key with the same object-centred windows.
+    """Dictionary twin of :class:`RandObjectCrop`: crops every key with the same object-centered windows.
 
     Returns a list of ``num_samples`` dictionaries (MONAI's ``Compose`` maps later transforms over them). Keys not in
     ``keys`` are deep-copied into every sample. All cropped keys must share the label's spatial shape.
@@ -176,9 +176,9 @@ class RandObjectCropd(RandomizableTransform, MapTransform, MultiSampleTrait):
     Args:
         keys: keys to crop (usually image, label and any other dense target).
         label_key: key of the instance labels that choose the windows (label map or one-hot stack).
-        roi_size: window size, see :class:`RandObjectCrop`.
+        crop_size: window size, see :class:`RandObjectCrop`.
         num_samples: number of dictionaries returned.
-        jitter: centre jitter as a fraction of ``roi_size`` (``[0, 0.5]``).
+        jitter: center jitter as a fraction of ``crop_size`` (``[0, 0.5]``).
         weighting: ``"uniform"`` or ``"size"``.
         mode: padding mode, one per key or one for all (default constant 0; keep labels constant).
         one_hot: label format; ``None`` = decide from the channel count.
@@ -192,7 +192,7 @@ class RandObjectCropd(RandomizableTransform, MapTransform, MultiSampleTrait):
         self,
         keys: KeysCollection,
         label_key: str,
-        roi_size: Sequence[int | None] | int | None,
+        crop_size: Sequence[int | None] | int | None,
         num_samples: int = 1,
         jitter: float = 0.25,
         weighting: str = "uniform",
@@ -206,7 +206,7 @@ class RandObjectCropd(RandomizableTransform, MapTransform, MultiSampleTrait):
         self.label_key = label_key
         self.mode = ensure_tuple_rep(mode, len(self.keys))
         self.cropper = RandObjectCrop(
-            roi_size, num_samples=num_samples, jitter=jitter, weighting=weighting, one_hot=one_hot, **pad_kwargs
+            crop_size, num_samples=num_samples, jitter=jitter, weighting=weighting, one_hot=one_hot, **pad_kwargs
         )
 
     def set_random_state(
@@ -222,7 +222,7 @@ class RandObjectCropd(RandomizableTransform, MapTransform, MultiSampleTrait):
         self.cropper.randomize(label)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:  # type: ignore[override]
-        """Crop ``data`` into ``num_samples`` dictionaries of ``roi_size`` patches."""
+        """Crop ``data`` into ``num_samples`` dictionaries of ``crop_size`` patches."""
         d = dict(data)
         if self.label_key not in d:
             raise KeyError(f"label key {self.label_key!r} not found in data (keys: {list(d)}).")

@@ -7,18 +7,18 @@ Two label formats are used throughout the package:
 
 With ``one_hot=None`` the transforms decide from the channel count (1 channel = label map, otherwise one-hot).
 
-Why not MONAI's ``FillHoles`` / ``RemoveSmallObjects`` (checked against MONAI 1.6.1, scikit-image 0.26):
+Why not MONAI's ``FillHoles`` / ``RemoveSmallInstances`` (checked against MONAI 1.6.1, scikit-image 0.26):
 
 * ``monai.transforms.FillHoles`` does fill per label value, but (a) everything enclosed by an object is set to that
   object, so another instance lying inside it (nested objects) is erased, (b) for a one-hot input it treats channel 0
   as background and never fills it (our stacks have no background channel), (c) it floods the whole image once per
   label, which is slow for hundreds of instances. :class:`FillHolesPerObject` fills only background pixels, handles
   one-hot stacks channel-wise and works inside each object's bounding box.
-* ``monai.transforms.RemoveSmallObjects`` calls ``skimage.morphology.remove_small_objects`` on the whole
+* ``monai.transforms.RemoveSmallInstances`` calls ``skimage.morphology.remove_small_objects`` on the whole
   ``(C, *spatial)`` array: a label map whose only id is 1 is treated as a binary mask (sizes per connected component),
   one with more ids per id value, and the channels of a one-hot stack touch along the channel axis (an object
   overlapping another is measured together with it). It also emits a scikit-image deprecation warning.
-  :class:`RemoveSmallObjects` measures every instance (id or channel) on its own, optionally in physical units, and can
+  :class:`RemoveSmallInstances` measures every instance (id or channel) on its own, optionally in physical units, and can
   relabel consecutively afterwards.
 """
 
@@ -35,7 +35,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_data_type, convert_to_dst_type, convert_to_tensor
 from scipy import ndimage
 
-from monai_embedseg.utils.embedding import resolve_spacing
+from monai_embedseg.embedding import resolve_spacing
 
 __all__ = [
     "check_instance_labels",
@@ -49,10 +49,10 @@ __all__ = [
     "FillHolesPerObjectd",
     "FillHolesPerObjectD",
     "FillHolesPerObjectDict",
-    "RemoveSmallObjects",
-    "RemoveSmallObjectsd",
-    "RemoveSmallObjectsD",
-    "RemoveSmallObjectsDict",
+    "RemoveSmallInstances",
+    "RemoveSmallInstancesd",
+    "RemoveSmallInstancesD",
+    "RemoveSmallInstancesDict",
     "ValidateInstanceLabels",
     "ValidateInstanceLabelsd",
     "ValidateInstanceLabelsD",
@@ -475,7 +475,7 @@ class FillHolesPerObject(Transform):
         return convert_to_dst_type(arr, img, dtype=img.dtype)[0]
 
 
-class RemoveSmallObjects(Transform):
+class RemoveSmallInstances(Transform):
     """Remove instances smaller than ``min_size``, measuring each instance (id or channel) on its own.
 
     An instance is all pixels of one id (label map) or one channel (one-hot), connected or not. Removed label-map
@@ -585,8 +585,8 @@ class FillHolesPerObjectd(_LabelMapd):
         super().__init__(keys, FillHolesPerObject(connectivity=connectivity, one_hot=one_hot), allow_missing_keys)
 
 
-class RemoveSmallObjectsd(_LabelMapd):
-    """Dictionary twin of :class:`RemoveSmallObjects`."""
+class RemoveSmallInstancesd(_LabelMapd):
+    """Dictionary twin of :class:`RemoveSmallInstances`."""
 
     def __init__(
         self,
@@ -597,13 +597,13 @@ class RemoveSmallObjectsd(_LabelMapd):
         one_hot: bool | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
-        t = RemoveSmallObjects(min_size=min_size, spacing=spacing, relabel=relabel, one_hot=one_hot)
+        t = RemoveSmallInstances(min_size=min_size, spacing=spacing, relabel=relabel, one_hot=one_hot)
         super().__init__(keys, t, allow_missing_keys)
 
 
 RelabelConsecutiveD = RelabelConsecutiveDict = RelabelConsecutived
 FillHolesPerObjectD = FillHolesPerObjectDict = FillHolesPerObjectd
-RemoveSmallObjectsD = RemoveSmallObjectsDict = RemoveSmallObjectsd
+RemoveSmallInstancesD = RemoveSmallInstancesDict = RemoveSmallInstancesd
 ValidateInstanceLabelsD = ValidateInstanceLabelsDict = ValidateInstanceLabelsd
 OneHotToLabelD = OneHotToLabelDict = OneHotToLabeld
 LabelToOneHotD = LabelToOneHotDict = LabelToOneHotd

@@ -3,13 +3,13 @@
 Output convention (shared by :class:`BranchedERFNet` and any backbone wrapped in :class:`BackboneAdapter`): a
 network maps an image ``(B, C_in, *spatial)`` to ONE tensor ``(B, C, *spatial)`` with the same spatial size and
 ``C = 2 * D + 1`` channels (``D`` = spatial_dims; offsets, per-axis log-bandwidths, seed logit) or ``C = D + 2``
-(offsets, one isotropic log-bandwidth, seed logit), laid out as :mod:`monai_embedseg.utils.embedding` defines::
+(offsets, one isotropic log-bandwidth, seed logit), laid out as :mod:`monai_embedseg.embedding` defines::
 
     channels [0, D)            raw offsets (z, y, x order, like the array axes)
     channels [D, D + n_sigma)  raw log-bandwidths, n_sigma = D or 1
     channel  D + n_sigma       seed logit
 
-The channels are raw (no activation): :func:`monai_embedseg.utils.embedding.decode_prediction` turns them into
+The channels are raw (no activation): :func:`monai_embedseg.embedding.decode_prediction` turns them into
 embeddings, bandwidths and seed probabilities.
 
 Any MONAI backbone can serve as the network when it outputs that many channels, e.g.::
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Conv
 
 from monai_embedseg.networks.blocks.erfnet import DownsamplerBlock, NonBottleneck1d, UpsamplerBlock
-from monai_embedseg.utils.embedding import n_sigma_of
+from monai_embedseg.embedding import n_sigma_of
 
 __all__ = ["BranchedERFNet", "BackboneAdapter"]
 
@@ -98,7 +98,7 @@ class BranchedERFNet(nn.Module):
     ``128 -> 64``, 2 blocks at 64, upsampler ``64 -> 16``, 2 blocks at 16, then a ``2x2`` stride-2 transposed
     convolution to its ``out_channels[i]`` channels. The decoder outputs are concatenated along the channel axis,
     so with the default ``out_channels = (2 * D, 1)`` the first decoder gives offsets and sigmas and the second
-    the seed logit, i.e. the layout of :mod:`monai_embedseg.utils.embedding`. With ``in_channels=1`` the network
+    the seed logit, i.e. the layout of :mod:`monai_embedseg.embedding`. With ``in_channels=1`` the network
     has 2,251,979 parameters in 2D and 3,689,243 in 3D.
 
     The encoder downsamples by 8: inputs whose spatial size is not a multiple of 8 are padded at the end of each
@@ -233,7 +233,7 @@ class BackboneAdapter(nn.Module):
     """Use any image-to-image backbone (e.g. MONAI's ``BasicUNet``, ``UNet``, ``SegResNet``) as an EmbedSeg network.
 
     The backbone must return one tensor ``(B, 2 * D + 1, *spatial)`` (or ``D + 2`` channels for an isotropic
-    sigma) in the layout of :mod:`monai_embedseg.utils.embedding`; see the module docstring for an example.
+    sigma) in the layout of :mod:`monai_embedseg.embedding`; see the module docstring for an example.
 
     Args:
         backbone: module mapping ``(B, C_in, *spatial)`` to ``(B, C, *spatial)``.
@@ -306,7 +306,7 @@ class BackboneAdapter(nn.Module):
             raise ValueError(
                 f"{name}: the backbone outputs {out.shape[1]} channels; an EmbedSeg network must output "
                 f"{2 * self.spatial_dims + 1} (offsets, sigmas, seed) or {self.spatial_dims + 2} (isotropic sigma) "
-                f"channels in the layout of monai_embedseg.utils.embedding; build it with that out_channels."
+                f"channels in the layout of monai_embedseg.embedding; build it with that out_channels."
             ) from err
         self.n_sigma = n_sigma
         return _crop(out, spatial)

@@ -1,6 +1,6 @@
 """EmbedSeg inference: optional sliding windows and the paper's fixed 8-fold (2D) / 16-fold (3D) test-time augmentation.
 
-A raw EmbedSeg prediction (layout in :mod:`monai_embedseg.utils.embedding`) holds *vectors*: offsets and per-axis
+A raw EmbedSeg prediction (layout in :mod:`monai_embedseg.embedding`) holds *vectors*: offsets and per-axis
 bandwidths. When the input is flipped or rotated, an equivariant network returns the flipped/rotated field whose
 vector components are flipped/rotated too, so un-transforming a prediction must also transform the channels:
 
@@ -34,7 +34,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.utils import convert_to_dst_type, ensure_tuple_rep
 
-from monai_embedseg.utils.embedding import n_sigma_of, resolve_spacing
+from monai_embedseg.embedding import n_sigma_of, resolve_spacing
 
 __all__ = ["EmbedSegInferer", "tta_transforms", "AxisOp"]
 

@@ -9,7 +9,7 @@ import torch
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.utils import convert_to_dst_type, convert_to_numpy
 
-from monai_embedseg.utils.embedding import (
+from monai_embedseg.embedding import (
     OFFSET_SCALE,
     SIGMA_SCALE,
     encode_prediction,
@@ -40,7 +40,7 @@ def _as_label_map(label: np.ndarray) -> np.ndarray:
 def oracle_prediction(
     label: NdarrayOrTensor,
     spacing: Sequence[float] | float | None = None,
-    center: str = "medoid",
+    mode: str = "medoid",
     sigma: float | None = None,
     eps: float = 1e-6,
     offset_scale: float = OFFSET_SCALE,
@@ -48,21 +48,21 @@ def oracle_prediction(
 ) -> NdarrayOrTensor:
     """Raw network output that a perfect EmbedSeg network would give for ``label``.
 
-    Every object pixel embeds exactly at its object's centre pixel (physical coordinates; centres from
-    :func:`~monai_embedseg.transforms.medoid.object_centers`), background pixels keep zero offsets, the bandwidth
+    Every object pixel embeds exactly at its object's center pixel (physical coordinates; centers from
+    :func:`~monai_embedseg.medoid.object_centers`), background pixels keep zero offsets, the bandwidth
     is one small constant everywhere and the seed probability is ``1 - eps`` inside objects and ``eps`` outside.
     With the default ``sigma = 0.5 * min(spacing)`` a pixel joins a seed's proposal (phi > 0.5) only if its
-    embedding lies within ``0.59 * min(spacing)`` of the seed's, so distinct centres (at least one pixel apart)
+    embedding lies within ``0.59 * min(spacing)`` of the seed's, so distinct centers (at least one pixel apart)
     never merge, and :class:`~monai_embedseg.transforms.cluster.EmbedSegCluster` recovers ``label`` exactly.
 
     Args:
         label: integer instance label map ``(1, *spatial)`` (0 = background), or binary one-hot stack
             ``(N, *spatial)`` with ``N > 1`` (the later channel wins where objects overlap); 2 or 3 spatial dims.
         spacing: physical pixel size per axis (``None``: 1).
-        center: centre definition, passed to ``object_centers`` (``"medoid"``, ``"centroid"``, ...).
+        mode: center definition, passed to ``object_centers`` (``"medoid"``, ``"centroid"``, ...).
         sigma: bandwidth in physical units (``None``: ``0.5 * min(spacing)``).
         eps: seed probability outside objects (and ``1 - eps`` inside).
-        offset_scale, sigma_scale: encoding scales, see :func:`~monai_embedseg.utils.embedding.encode_prediction`.
+        offset_scale, sigma_scale: encoding scales, see :func:`~monai_embedseg.embedding.encode_prediction`.
 
     Returns:
         float32 raw prediction ``(2 * D + 1, *spatial)``, numpy or torch like ``label`` (MetaTensor meta kept).
@@ -70,7 +70,7 @@ def oracle_prediction(
     Raises:
         ValueError: wrong ndim, negative or fractional labels, a non-binary one-hot stack, bad spacing/sigma.
     """
-    from monai_embedseg.transforms.medoid import object_centers
+    from monai_embedseg.medoid import object_centers
 
     if not isinstance(label, (np.ndarray, torch.Tensor)):
         raise TypeError(f"label must be a numpy array or torch tensor, got {type(label).__name__}.")
@@ -90,15 +90,15 @@ def oracle_prediction(
     spatial = lab.shape
     coords = pixel_coordinates(spatial, sp, dtype=torch.float64)  # (D, *spatial)
     embedding = coords.clone()
-    ids, centers = object_centers(lab[None], sp, center=center)
+    ids, centers = object_centers(lab[None], sp, mode=mode)
     if ids.size:
-        centre_phys = torch.as_tensor(centers, dtype=torch.float64) * torch.as_tensor(sp, dtype=torch.float64)
-        lut = torch.zeros(int(lab.max()) + 1, dtype=torch.int64)  # label id -> row of centres (+1), 0: background
+        center_phys = torch.as_tensor(centers, dtype=torch.float64) * torch.as_tensor(sp, dtype=torch.float64)
+        lut = torch.zeros(int(lab.max()) + 1, dtype=torch.int64)  # label id -> row of centers (+1), 0: background
         lut[torch.as_tensor(ids)] = torch.arange(1, ids.size + 1)
         lab_t = torch.as_tensor(lab)
         row = lut[lab_t]
         inside = row > 0
-        table = torch.cat([torch.zeros(1, spatial_dims, dtype=torch.float64), centre_phys], dim=0)  # (K + 1, D)
+        table = torch.cat([torch.zeros(1, spatial_dims, dtype=torch.float64), center_phys], dim=0)  # (K + 1, D)
         embedding = torch.where(inside[None], table[row].movedim(-1, 0), coords)
         seed = inside[None].to(torch.float64)
     else:

@@ -1,4 +1,4 @@
-"""Exact, fast medoids of point clouds and per-object centres of instance label maps.
+"""Exact, fast medoids of point clouds and per-object centers of instance label maps.
 
 The medoid of a point set ``{p_0, ..., p_{n-1}}`` is the point ``p_m`` that minimises the energy
 ``E(i) = sum_k |p_i - p_k|`` (sum of Euclidean distances). Brute force costs ``O(n^2)`` distances, which is
@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from monai_embedseg.utils.embedding import resolve_spacing
+from monai_embedseg.embedding import resolve_spacing
 
 __all__ = ["exact_medoid", "object_centers", "CENTER_MODES"]
 
@@ -123,7 +123,7 @@ def exact_medoid(
 
 
 def _pruned_medoid(pts: np.ndarray, cand: np.ndarray, rtol: float) -> int:
-    """Trimed-style search with convexity (subgradient) lower bounds. ``pts`` is centred, ``cand`` sorted."""
+    """Trimed-style search with convexity (subgradient) lower bounds. ``pts`` is centered, ``cand`` sorted."""
     lower = np.zeros(pts.shape[0])
     active = cand
     # first round: the candidates nearest to the centroid (the origin after centring)
@@ -164,14 +164,14 @@ def _nearest_to_centroid(phys: np.ndarray, candidates: np.ndarray | None) -> int
 def _object_center(
     coords: np.ndarray,
     spacing: np.ndarray,
-    center: str,
+    mode: str,
     taken: set[tuple[int, ...]],
     rng_key: tuple[int, int],
     max_points: int,
 ) -> np.ndarray | None:
-    """Centre pixel ``(D,)`` of one object given its raster-ordered pixel indices ``coords (n, D)``.
+    """Center pixel ``(D,)`` of one object given its raster-ordered pixel indices ``coords (n, D)``.
 
-    Pixels already in ``taken`` (centres of earlier overlapping objects) are excluded; ``None`` if every
+    Pixels already in ``taken`` (centers of earlier overlapping objects) are excluded; ``None`` if every
     pixel is taken.
     """
     allowed = None
@@ -186,9 +186,9 @@ def _object_center(
             if not allowed.any():
                 return None
     phys = coords * spacing
-    if center == "centroid":
+    if mode == "centroid":
         return coords[_nearest_to_centroid(phys, allowed)]
-    if center == "approximate-medoid" and len(coords) > max_points:
+    if mode == "approximate-medoid" and len(coords) > max_points:
         rng = np.random.default_rng(rng_key)
         sub = np.sort(rng.choice(len(coords), size=max_points, replace=False))
         if allowed is not None:
@@ -202,42 +202,42 @@ def _object_center(
 def object_centers(
     label: np.ndarray,
     spacing: Sequence[float] | float | None = None,
-    center: str = "medoid",
+    mode: str = "medoid",
     max_points: int = 1000,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One centre pixel per object of an instance label map or a one-hot stack.
+    """One center pixel per object of an instance label map or a one-hot stack.
 
     Each object is processed on its own pixels only (its bounding box from ``scipy.ndimage.find_objects``).
 
     Args:
         label: integer-valued ``(1, *spatial)`` label map (0 = background) or binary one-hot stack
-            ``(N, *spatial)`` with ``N > 1`` (one channel per object; empty channels yield no centre).
+            ``(N, *spatial)`` with ``N > 1`` (one channel per object; empty channels yield no center).
             2 or 3 spatial dims. Validation of dtype/values is left to the caller
             (see :class:`~monai_embedseg.transforms.center.GenerateCenterImage`).
         spacing: physical pixel size per spatial axis (``None``: 1), used for all distances.
-        center: ``"medoid"``: the exact medoid of the object's pixels (least sum of physical distances to all
+        mode: ``"medoid"``: the exact medoid of the object's pixels (least sum of physical distances to all
             other pixels of the object, ties to the lexicographically smallest pixel);
-            ``"centroid"``: the object pixel nearest to the physical centroid, so the centre always lies inside
+            ``"centroid"``: the object pixel nearest to the physical centroid, so the center always lies inside
             its object even for non-convex shapes;
             ``"approximate-medoid"``: the exact medoid of a random subsample of at most ``max_points`` of the
-            object's pixels (seeded by ``(seed, object id)``, so reproducible); the centre is always one of
+            object's pixels (seeded by ``(seed, object id)``, so reproducible); the center is always one of
             the object's pixels.
         max_points: subsample size for ``"approximate-medoid"``.
         seed: random seed for ``"approximate-medoid"``.
 
     Returns:
         ``ids (K,)`` int64 -- the label values of the objects (label map) or their 0-based channel indices
-        (one-hot), ascending -- and ``coords (K, D)`` int64 pixel indices of their centres. Centres are always
-        distinct: if overlapping one-hot objects would share a centre pixel, the later object (higher channel)
-        gets its next-best pixel of its own instead. Only if all of an object's pixels are already centres
-        of earlier objects (e.g. identical one-pixel objects) are two centres shared, with a warning.
+        (one-hot), ascending -- and ``coords (K, D)`` int64 pixel indices of their centers. Centers are always
+        distinct: if overlapping one-hot objects would share a center pixel, the later object (higher channel)
+        gets its next-best pixel of its own instead. Only if all of an object's pixels are already centers
+        of earlier objects (e.g. identical one-pixel objects) are two centers shared, with a warning.
 
     Raises:
-        ValueError: unknown ``center``, wrong ``label`` ndim or a bad ``spacing``.
+        ValueError: unknown ``mode``, wrong ``label`` ndim or a bad ``spacing``.
     """
-    if center not in CENTER_MODES:
-        raise ValueError(f"center must be one of {CENTER_MODES}, got {center!r}.")
+    if mode not in CENTER_MODES:
+        raise ValueError(f"mode must be one of {CENTER_MODES}, got {mode!r}.")
     label = np.asarray(label)
     if label.ndim not in (3, 4):
         raise ValueError(f"label must be (C, *spatial) with 2 or 3 spatial dims, got shape {label.shape}.")
@@ -261,10 +261,10 @@ def object_centers(
         overlapping = True
     for obj_id, sl, mask in masks:
         coords = np.argwhere(mask) + np.array([s.start for s in sl])
-        c = _object_center(coords, sp, center, taken, (seed, obj_id), max_points)
+        c = _object_center(coords, sp, mode, taken, (seed, obj_id), max_points)
         if c is None:
-            warnings.warn(f"every pixel of object {obj_id} is already the centre of another object; sharing it.")
-            c = _object_center(coords, sp, center, set(), (seed, obj_id), max_points)
+            warnings.warn(f"every pixel of object {obj_id} is already the center of another object; sharing it.")
+            c = _object_center(coords, sp, mode, set(), (seed, obj_id), max_points)
         if overlapping:
             taken.add(tuple(int(v) for v in c))
         ids.append(obj_id)

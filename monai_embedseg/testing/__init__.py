@@ -1,0 +1,3 @@
+"""References for tests and benchmarks: perfect ("oracle") predictions made from ground-truth labels."""
+
+from .oracle import oracle_prediction
