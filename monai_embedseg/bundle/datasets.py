@@ -9,10 +9,43 @@ from pathlib import Path
 from monai_embedseg.data.datalist import release_datalist, split_train_val
 from monai_embedseg.data.properties import compute_dataset_properties, load_properties, save_properties
 
-__all__ = ["ensure_dataset", "training_datalists", "test_datalist", "prepare_properties", "read_properties"]
+__all__ = [
+    "prepare_data",
+    "ensure_dataset",
+    "training_datalists",
+    "test_datalist",
+    "prepare_properties",
+    "read_properties",
+]
 
 PROPERTIES_FILE = "dataset_properties.json"
+#: where ``compute_dataset_properties`` took the spacing from (``props["spacing_source"]``), in words
+SPACING_SOURCES = {
+    "argument": "from the spacing setting",
+    "metadata": "recorded in the masks",
+    "default": "the bundle's default_spacing: the masks record none",
+    "unit": "1 per axis: the masks record none",
+}
 logger = logging.getLogger(__name__)
+
+
+def prepare_data(dataset_dir: str, release: str | None = None, synthetic: str | None = None, **synthetic_kwargs) -> str:
+    """The bundles' ``prepare`` step: download the EmbedSeg release ``release``, or generate the synthetic data.
+
+    Args:
+        dataset_dir: the dataset folder.
+        release: key of :data:`monai_embedseg.data.download.DATASETS` (e.g. ``"dsb2018"``), downloaded and unpacked
+            into ``dataset_dir`` unless already there; ``None`` for bundles without a release archive.
+        synthetic, synthetic_kwargs: used when ``release`` is ``None``, see :func:`ensure_dataset`.
+
+    Returns:
+        ``dataset_dir``.
+    """
+    if release is not None:
+        from monai_embedseg.data.download import prepare_dataset
+
+        return prepare_dataset(release, dataset_dir)
+    return ensure_dataset(dataset_dir, synthetic, **synthetic_kwargs)
 
 
 def ensure_dataset(dataset_dir: str, synthetic: str | None = None, **synthetic_kwargs) -> str:
@@ -66,16 +99,33 @@ def test_datalist(dataset_dir: str, one_hot: str | bool = "auto") -> list[dict]:
 
 
 def prepare_properties(
-    datalists: dict, output_dir: str, spacing: Sequence[float] | None = None, label_key: str = "label"
+    datalists: dict,
+    output_dir: str,
+    spacing: Sequence[float] | None = None,
+    label_key: str = "label",
+    default_spacing: Sequence[float] | None = None,
 ) -> dict:
     """Deduce the dataset properties from the train + val masks and save them as JSON in ``output_dir``.
 
     ``label_key="label_onehot"`` (the release layout's ``masks_onehot``) reads one-hot stacks ``(N, *spatial)``.
-    The file (``dataset_properties.json``) sits beside the checkpoints so inference uses the same crop size and
-    minimum object size. It is rewritten on every training start (it belongs to the run, not to the user).
+    The file (``dataset_properties.json``) sits beside the checkpoints so inference uses the same crop size,
+    minimum object size and spacing. It is rewritten on every training start (it belongs to the run, not to the user).
+
+    The spacing (``props["spacing"]``, the one the bundles' loss, medoids, inferer and clustering read) is the first
+    of: ``spacing`` (the user's ``--spacing``), the spacing recorded in the masks' metadata, ``default_spacing``
+    (the bundle's published voxel size for data whose files record none), 1 per axis. It is logged with its source.
     """
     files = [item[label_key] for split in ("train", "val") for item in datalists.get(split, [])]
-    props = compute_dataset_properties(files, spacing=spacing, one_hot=label_key == "label_onehot")
+    props = compute_dataset_properties(
+        files, spacing=spacing, one_hot=label_key == "label_onehot", default_spacing=default_spacing
+    )
+    source = props["spacing_source"]
+    logger.info(f"spacing {props['spacing']} ({SPACING_SOURCES[source]}); --spacing '[...]' overrides it")
+    if source == "metadata" and default_spacing is not None and list(default_spacing) != props["spacing"]:
+        logger.warning(
+            f"the masks record spacing {props['spacing']}, which differs from the bundle's default_spacing "
+            f"{list(default_spacing)}; using the masks' (pass --spacing '{list(default_spacing)}' to use the default)."
+        )
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     save_properties(props, str(Path(output_dir) / PROPERTIES_FILE), overwrite=True)
     return props

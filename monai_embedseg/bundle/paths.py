@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from monai.bundle import ConfigWorkflow
 
-__all__ = ["bundle_path", "bundle_workflow"]
+__all__ = ["BUNDLES_DIR", "bundle_root", "bundle_path", "bundle_workflow"]
+
+#: the repository's ``bundles/`` folder (``./bundles`` when the package is installed without the repository)
+BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
+if not BUNDLES_DIR.is_dir():
+    BUNDLES_DIR = Path("bundles")
+
+
+def bundle_root() -> str:
+    """Folder of the bundle whose config is running: the parent of its ``configs/`` folder (absolute path).
+
+    The bundles' ``"bundle_root"`` calls this, so a bundle copied anywhere writes its ``models/`` and ``data/`` under
+    itself, whatever the working directory. The running MONAI ``ConfigWorkflow`` (``python -m monai.bundle run``,
+    ``ConfigWorkflow(...)``) is found on the call stack; its ``config_root_path`` is the folder of the first config
+    file, the same folder MONAI itself treats as the bundle's (``ConfigWorkflow.run`` puts its parent on
+    ``sys.path``). Without a workflow (a bare ``ConfigParser``), the working directory. ``--bundle_root DIR``
+    overrides it.
+    """
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            workflow = frame.f_locals.get("self")
+            if isinstance(workflow, ConfigWorkflow):
+                configs = Path(workflow.config_root_path)
+                return str((configs.parent if configs.name == "configs" else configs).resolve())
+            frame = frame.f_back
+    finally:
+        del frame  # a frame kept in a local would form a reference cycle with this function's frame
+    return os.getcwd()
 
 
 def bundle_path(name: str) -> str:
     """Folder of the bundle ``name`` shipped in this repository (``<repo>/bundles/<name>``).
 
     Falls back to ``./bundles/<name>`` (relative to the working directory) when the package is installed without the
-    repository; pass ``--bundle_root DIR`` to a bundle run to use a copied bundle instead.
+    repository. A copied bundle needs nothing from here: its ``bundle_root`` is its own folder (:func:`bundle_root`).
     """
-    repo_bundle = Path(__file__).resolve().parents[2] / "bundles" / name
-    if (repo_bundle / "configs").is_dir():
-        return str(repo_bundle)
-    return str(Path("bundles") / name)
+    return str(BUNDLES_DIR / name)
 
 
 def bundle_workflow(name: str, workflow_type: str, config_files: Sequence[str], **overrides) -> ConfigWorkflow:

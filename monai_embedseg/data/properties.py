@@ -128,6 +128,7 @@ def compute_dataset_properties(
     label_files_or_arrays: Sequence[PathLike | np.ndarray] | PathLike | np.ndarray,
     spacing: Sequence[float] | float | None = None,
     one_hot: bool = False,
+    default_spacing: Sequence[float] | float | None = None,
 ) -> dict:
     """Statistics of the objects in a set of instance label images.
 
@@ -135,11 +136,13 @@ def compute_dataset_properties(
         label_files_or_arrays: label maps ``(Y, X)`` / ``(Z, Y, X)`` (a leading channel of 1 is dropped) or, with
             ``one_hot=True``, stacks ``(N, Y, X)`` / ``(N, Z, Y, X)``; arrays (numpy / torch) or TIFF / NIfTI files.
         spacing: pixel size per spatial axis (z, y, x order). ``None``: the spacing recorded in the first file that
-            has one, else 1 per axis.
+            has one, else ``default_spacing``, else 1 per axis.
         one_hot: the inputs are one-hot stacks (overlapping objects) instead of label maps.
+        default_spacing: the spacing to use when ``spacing`` is ``None`` and no file records one.
 
     Returns:
         JSON-ready dict: ``n_images``, ``n_objects``, ``max_objects_per_image``, ``spatial_dims``, ``spacing``,
+        ``spacing_source`` (``"argument"``, ``"metadata"``, ``"default"`` or ``"unit"``),
         ``min_object_size``, ``mean_object_size``, ``max_object_size`` (pixels), ``object_extent_mean`` and
         ``object_extent_std`` (bounding-box extent per axis, pixels), ``crop_size`` (per axis:
         ``mean + 5 std`` rounded up to a multiple of 8), ``foreground_weight`` (background / foreground voxels),
@@ -188,7 +191,9 @@ def compute_dataset_properties(
     extents = np.concatenate(all_extents).astype(np.float64)
     if len(sizes) == 0:
         raise ValueError(f"no objects found in any of the {len(items)} label images.")
-    sp = resolve_spacing(spacing if spacing is not None else file_spacing, spatial_dims)
+    candidates = {"argument": spacing, "metadata": file_spacing, "default": default_spacing}
+    source = next((name for name, value in candidates.items() if value is not None), "unit")
+    sp = resolve_spacing(candidates.get(source), spatial_dims)
     mean, std = extents.mean(0), extents.std(0)
     crop = [int(max(CROP_MULTIPLE, math.ceil((m + CROP_N_STD * s) / CROP_MULTIPLE) * CROP_MULTIPLE)) for m, s in
             zip(mean, std)]
@@ -199,6 +204,7 @@ def compute_dataset_properties(
         "max_objects_per_image": int(max(per_image)),
         "spatial_dims": int(spatial_dims),
         "spacing": [float(s) for s in sp],
+        "spacing_source": source,
         "min_object_size": int(sizes.min()),
         "mean_object_size": float(sizes.mean()),
         "max_object_size": int(sizes.max()),
