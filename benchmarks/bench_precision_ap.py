@@ -47,7 +47,7 @@ def main() -> None:
     props = read_properties(args.output_dir)
     th = read_thresholds(args.output_dir, props["min_object_size"])
     val = parser.get_parsed_content("validate#dataset")
-    spacing = parser.get_parsed_content("spacing")
+    spacing = props["spacing"]  # what training used
     n = len(training_datalists(args.dataset_dir)["val"])
     rows, preds = [], {}
     for tta in (False, True):

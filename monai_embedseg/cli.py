@@ -79,10 +79,10 @@ def segment(
 
     Args:
         inputs: image files (``.tif``, ``.nii.gz``) or folders of them, each ``(*spatial)`` or ``(C, *spatial)``.
-        bundle: bundle folder; its ``configs/inference.json`` gives the network, spacing and thresholds.
+        bundle: bundle folder; its ``configs/inference.json`` gives the network, tile size and precision.
         checkpoint: weights (default ``<bundle>/models/model.pt``).
         properties: ``dataset_properties.json`` written by training (default: beside the checkpoint); gives the
-            minimum object size.
+            minimum object size and the spacing training used.
         tta: test-time augmentation (8 transforms in 2D, 16 in 3D).
         roi_size: sliding-window tile size (default: the bundle's ``roi_size``).
         precision: ``"auto"`` (bf16 where the device has it natively), ``"float32"`` or ``"bfloat16"`` (default:
@@ -91,8 +91,8 @@ def segment(
             :func:`~monai_embedseg.networks.nets.export_onnx`, run with ONNX Runtime) network to run instead of the
             bundle's network with ``checkpoint``; ``dataset_properties.json`` and ``thresholds.json`` are then read
             from the model's folder (or ``properties``).
-        spacing: physical pixel size per spatial axis (z, y, x) of the images, when it differs from the bundle's
-            (the embeddings and bandwidths are in physical units, so the clustering needs it).
+        spacing: physical pixel size per spatial axis (z, y, x) of the images, when it differs from the training
+            data's (the embeddings and bandwidths are in physical units, so the clustering needs it).
         paper_thresholds: use the paper's seed / foreground thresholds (0.9 / 0.5) and the dataset's minimum
             object size instead of those tuned on the validation split after training (``thresholds.json`` beside
             the checkpoint, used when present).
@@ -161,7 +161,7 @@ def segment(
         network.eval()
     runner = FastForward(network, precision=precision or parser.get_parsed_content("precision")).eval()
     tuned = read_thresholds(str(checkpoint.parent), int(props["min_object_size"]), use_tuned=not paper_thresholds)
-    spacing = spacing if spacing else parser.get_parsed_content("spacing")
+    spacing = spacing if spacing else props["spacing"]  # what training used (dataset_properties.json)
     if spacing is not None and len(spacing) != spatial_dims:
         raise ValueError(f"--spacing needs {spatial_dims} values (one per spatial axis), got {list(spacing)}.")
     inferer = EmbedSegInferer(roi_size=roi_size or parser.get_parsed_content("roi_size"), sw_batch_size=4, tta=tta,
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="output folder for <name>_labels.tif")
     p.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
     p.add_argument("--spacing", type=float, nargs="+", default=None,
-                   help="pixel size per spatial axis, z y x (default: the bundle's)")
+                   help="pixel size per spatial axis, z y x (default: the training data's, dataset_properties.json)")
     p.add_argument("--model", default=None, help="an exported TorchScript (.ts) or ONNX (.onnx) model to run instead of --checkpoint")
     p.add_argument("--properties", default=None, help="dataset_properties.json (default beside the checkpoint)")
     p.add_argument("--no-tta", dest="tta", action="store_false", help="disable test-time augmentation")
