@@ -161,7 +161,7 @@ def segment(
         network.eval()
     runner = FastForward(network, precision=precision or parser.get_parsed_content("precision")).eval()
     tuned = read_thresholds(str(checkpoint.parent), int(props["min_object_size"]), use_tuned=not paper_thresholds)
-    spacing = spacing if spacing else props["spacing"]  # what training used (dataset_properties.json)
+    spacing = spacing if spacing else props.get("spacing")  # what training used (dataset_properties.json)
     if spacing is not None and len(spacing) != spatial_dims:
         raise ValueError(f"--spacing needs {spatial_dims} values (one per spatial axis), got {list(spacing)}.")
     inferer = EmbedSegInferer(roi_size=roi_size or parser.get_parsed_content("roi_size"), sw_batch_size=4, tta=tta,
