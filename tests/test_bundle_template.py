@@ -17,15 +17,17 @@ import tifffile
 from monai.bundle import ConfigWorkflow
 from monai.utils import BundleProperty, BundlePropertyConfig
 
-import monai_embedseg.bundle.generate as generate
+from monai_embedseg.bundle import generate
 from monai_embedseg.bundle.paths import BUNDLES_DIR, bundle_path, bundle_workflow
 from monai_embedseg.data.synthetic import write_synthetic_dataset
 from monai_embedseg.transforms import GenerateCenterImaged
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_SETS = {  # workflow type -> its run ids and the config files merged, as the bundles' docs run them
-    "train": (["training", "prepare"], [["train.json"], ["train.json", "multi_gpu_train.json"],
-                                        ["train.json", "train_fast.json"]]),
+    "train": (
+        ["training", "prepare"],
+        [["train.json"], ["train.json", "multi_gpu_train.json"], ["train.json", "train_fast.json"]],
+    ),
     "eval": (["evaluating"], [["train.json", "evaluate.json"]]),
     "infer": (["inference"], [["inference.json"]]),
 }
@@ -75,6 +77,22 @@ def test_recipe_errors_name_the_problem_and_the_recipe(recipe, message, tmp_path
     assert generate.main(["--check", "bad"]) == 2 and message in capsys.readouterr().err
 
 
+def test_a_recipe_reaches_nested_ids_and_ids_written_with_hashes(tmp_path, monkeypatch):
+    monkeypatch.setattr(generate, "RECIPE_DIR", tmp_path)
+    recipe = {
+        "train": {"validate#inferer#sw_batch_size": 2, "train#preprocessing#transforms#9#prob": 0.5},
+        "evaluate": {"validate#tta": False},  # a top-level key "validate#tta" in evaluate.json
+        "train_fast": {"train#handlers#0#epoch_level": True},
+    }
+    (tmp_path / "mine.json").write_text(json.dumps(recipe))
+    files = {name: json.loads(text) for name, text in generate.render_bundle("mine").items() if name.endswith("json")}
+    assert files["train.json"]["validate"]["inferer"]["sw_batch_size"] == 2
+    assert files["train.json"]["train"]["preprocessing"]["transforms"][9]["prob"] == 0.5
+    assert files["evaluate.json"]["validate#tta"] is False
+    assert files["train_fast.json"]["train#handlers#0#epoch_level"] is True
+    assert "mine.json" in files["train.json"]["_generated_"] and "mine.json" in files["metadata.json"]["generated_by"]
+
+
 def test_an_unknown_bundle_is_refused_with_the_known_ones(capsys):
     assert generate.main(["--check", "synthetic_4d"]) == 2
     err = capsys.readouterr().err
@@ -95,7 +113,8 @@ def test_every_config_resolves_and_has_the_workflow_properties(bundle):
             missing = [p[BundlePropertyConfig.ID] for p in wf.properties.values()
                        if p.get(BundleProperty.REQUIRED) and p.get(BundlePropertyConfig.ID) not in wf.parser]
             assert missing == [], (files, missing)
-            used = ["initialize", "run", *run_ids, "finalize", *(p[BundlePropertyConfig.ID] for p in wf.properties.values())]
+            properties = [p[BundlePropertyConfig.ID] for p in wf.properties.values()]
+            used = ["initialize", "run", *run_ids, "finalize", *properties]
             for config_id in filter(wf.parser.__contains__, used):  # and all they refer to
                 wf.parser.get_parsed_content(config_id, instantiate=False, eval_expr=False)
             generated_by = wf.parser["_generated_"]

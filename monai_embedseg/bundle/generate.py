@@ -60,8 +60,9 @@ class RecipeError(ValueError):
 
 
 def _source(path: Path) -> str:
-    """``path`` as written in the generated files' marker (relative to the repository root)."""
-    return path.relative_to(PACKAGE_DIR.parents[1]).as_posix()
+    """``path`` as written in the generated files' marker (relative to the repository root when inside it)."""
+    root = PACKAGE_DIR.parents[1]
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
 def _marker(template_file: str, name: str) -> str:
@@ -104,19 +105,23 @@ def _load_recipe(name: str) -> dict:
 
 
 def _parent(config: Any, config_id: str) -> tuple[Any, str | int] | None:
-    """The container holding ``config_id`` (``a#b#0``) and its last key, or ``None`` when the id does not exist."""
-    *path, last = config_id.split("#")
-    for key in path:
-        if isinstance(config, dict) and key in config:
-            config = config[key]
-        elif isinstance(config, list) and key.isdigit() and int(key) < len(config):
-            config = config[int(key)]
-        else:
-            return None
-    if isinstance(config, dict) and last in config:
-        return config, last
-    if isinstance(config, list) and last.isdigit() and int(last) < len(config):
-        return config, int(last)
+    """The container holding ``config_id`` and its last key, or ``None`` when the id does not exist.
+
+    ``a#b#0`` walks nested dicts and lists; a key that itself holds ``#`` (``"validate#tta"`` at the top of
+    ``evaluate.json``, as MONAI merges it over ``train.json``) is matched as written, the longest such key first.
+    """
+    parts = config_id.split("#")
+    for n in range(len(parts), 0, -1):
+        key: str | int = "#".join(parts[:n])
+        if isinstance(config, list) and n == 1 and parts[0].isdigit() and int(parts[0]) < len(config):
+            key = int(parts[0])
+        elif not isinstance(config, dict) or key not in config:
+            continue
+        if n == len(parts):
+            return config, key
+        found = _parent(config[key], "#".join(parts[n:]))
+        if found is not None:
+            return found
     return None
 
 
@@ -183,8 +188,10 @@ def render_bundle(name: str) -> dict[str, str]:
 def _inline(value: Any) -> bool:
     """Whether a container may go on one line: no dict inside it (a flat dict or a list of scalars / flat lists)."""
     items = value.values() if isinstance(value, dict) else value
-    return all(not isinstance(v, dict) and not (isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v))
-               for v in items)
+    return all(
+        not isinstance(v, dict) and not (isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v))
+        for v in items
+    )
 
 
 def _format(value: Any, indent: int, used: int) -> str:
@@ -210,7 +217,9 @@ def format_json(value: Any) -> str:
     return _format(value, 0, 0) + "\n"
 
 
-def generate(bundles_dir: str | Path | None = None, names: Sequence[str] | None = None, check: bool = False) -> list[str]:
+def generate(
+    bundles_dir: str | Path | None = None, names: Sequence[str] | None = None, check: bool = False
+) -> list[str]:
     """Write (or with ``check``, compare) the config files of the named bundles (default: every recipe).
 
     Returns:
@@ -249,7 +258,9 @@ def _diff(path: str, name: str, file_name: str, lines: int = 12) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status (1: ``--check`` found differences, 2: a bad recipe)."""
-    parser = argparse.ArgumentParser(prog="python -m monai_embedseg.bundle.generate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m monai_embedseg.bundle.generate", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("names", nargs="*", help=f"bundles to generate (default: all of {', '.join(recipe_names())})")
     parser.add_argument("--bundles-dir", default=None, help=f"folder of the bundles (default: {BUNDLES_DIR})")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file differs")
