@@ -7,14 +7,14 @@ Two label formats are used throughout the package:
 
 With ``one_hot=None`` the transforms decide from the channel count (1 channel = label map, otherwise one-hot).
 
-Why not MONAI's ``FillHoles`` / ``RemoveSmallInstances`` (checked against MONAI 1.6.1, scikit-image 0.26):
+Why not MONAI's ``FillHoles`` / ``RemoveSmallObjects`` (checked against MONAI 1.6.1, scikit-image 0.26):
 
 * ``monai.transforms.FillHoles`` does fill per label value, but (a) everything enclosed by an object is set to that
   object, so another instance lying inside it (nested objects) is erased, (b) for a one-hot input it treats channel 0
   as background and never fills it (our stacks have no background channel), (c) it floods the whole image once per
   label, which is slow for hundreds of instances. :class:`FillHolesPerObject` fills only background pixels, handles
   one-hot stacks channel-wise and works inside each object's bounding box.
-* ``monai.transforms.RemoveSmallInstances`` calls ``skimage.morphology.remove_small_objects`` on the whole
+* ``monai.transforms.RemoveSmallObjects`` calls ``skimage.morphology.remove_small_objects`` on the whole
   ``(C, *spatial)`` array: a label map whose only id is 1 is treated as a binary mask (sizes per connected component),
   one with more ids per id value, and the channels of a one-hot stack touch along the channel axis (an object
   overlapping another is measured together with it). It also emits a scikit-image deprecation warning.
