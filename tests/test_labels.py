@@ -19,8 +19,8 @@ from monai_embedseg.transforms.labels import (
     RemoveSmallInstancesd,
     ValidateInstanceLabels,
     ValidateInstanceLabelsd,
-    instance_bboxes,
 )
+from monai_embedseg.labels import instance_bboxes, one_hot_to_label_map
 
 KINDS = [np.asarray, torch.as_tensor]
 SHAPES = [(9, 11), (5, 6, 7)]
