@@ -21,6 +21,8 @@ from monai.data import MetaTensor
 from monai.utils import convert_data_type, convert_to_dst_type, convert_to_tensor
 from scipy import ndimage
 
+from monai_embedseg.constants import BINCOUNT_ID_LIMIT, SPARSE_ID_LIMIT
+
 __all__ = [
     "label_source",
     "file_hint",
@@ -86,7 +88,7 @@ def unique_ids(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     """
     if t.numel() and not t.is_floating_point() and t.dtype != torch.bool:
         lo, hi = int(t.min()), int(t.max())
-        if lo >= 0 and hi <= max(4 * t.numel(), 2**16):
+        if lo >= 0 and hi <= max(4 * t.numel(), BINCOUNT_ID_LIMIT):
             flat = t.reshape(-1).to(torch.int64)
             present = torch.bincount(flat, minlength=hi + 1)
             uniq = present.nonzero(as_tuple=True)[0]
@@ -128,17 +130,22 @@ def instance_bboxes(
             stops[:, d] = proj.shape[1] - proj[:, ::-1].argmax(1)
         return keys, starts, stops, sizes[keys].astype(np.int64)
     lab = arr[0]
-    if lab.dtype == bool:
-        lab = lab.astype(np.uint8)
+    if lab.dtype == bool or (lab.dtype.kind == "u" and lab.dtype.itemsize >= 8):
+        lab = lab.astype(np.int64)
     if lab.size == 0 or lab.max() == 0:
         empty = np.zeros((0, sd), np.int64)
         return np.zeros(0, np.int64), empty, empty.copy(), np.zeros(0, np.int64)
+    values = None
+    if lab.max() > max(SPARSE_ID_LIMIT, lab.size):  # sparse huge ids: compact them first
+        values, inverse = np.unique(np.concatenate([[0], lab.ravel()]), return_inverse=True)
+        lab = inverse[1:].reshape(lab.shape)  # values[k] is the original id of compact id k
     counts = np.bincount(lab.ravel())
     boxes = ndimage.find_objects(lab)
-    keys = np.array([i + 1 for i, b in enumerate(boxes) if b is not None], np.int64)
-    starts = np.array([[s.start for s in boxes[k - 1]] for k in keys], np.int64)
-    stops = np.array([[s.stop for s in boxes[k - 1]] for k in keys], np.int64)
-    return keys, starts, stops, counts[keys].astype(np.int64)
+    compact = np.array([i + 1 for i, b in enumerate(boxes) if b is not None], np.int64)
+    starts = np.array([[s.start for s in boxes[k - 1]] for k in compact], np.int64).reshape(-1, sd)
+    stops = np.array([[s.stop for s in boxes[k - 1]] for k in compact], np.int64).reshape(-1, sd)
+    keys = compact if values is None else values[compact].astype(np.int64)
+    return keys, starts, stops, counts[compact].astype(np.int64)
 
 
 def check_instance_labels(
@@ -146,6 +153,7 @@ def check_instance_labels(
     one_hot: bool | None = None,
     require_objects: bool = False,
     source: str | None = None,
+    what: str = "instance labels",
 ) -> NdarrayOrTensor:
     """Check that ``label`` is a valid label map ``(1, *spatial)`` or one-hot stack ``(N, *spatial)``.
 
@@ -158,6 +166,7 @@ def check_instance_labels(
         one_hot: ``True`` one-hot stack, ``False`` label map (exactly one channel), ``None`` decide from channels.
         require_objects: raise when there is no object at all.
         source: file name for messages; defaults to ``label.meta["filename_or_obj"]`` for a MetaTensor.
+        what: what the labels are called in messages (e.g. ``"y_pred"``).
 
     Returns:
         ``label``, cast to an integer type if it was an integer-valued float array; same kind as the input.
@@ -168,7 +177,7 @@ def check_instance_labels(
             non-binary one-hot values, or no objects while ``require_objects``. Every message names the file.
     """
     source = source or label_source(label)
-    check_channel_first(label, "instance labels", source)
+    check_channel_first(label, what, source)
     oh = is_one_hot(label, one_hot)
     if one_hot is False and label.shape[0] != 1:
         raise ValueError(
@@ -178,14 +187,14 @@ def check_instance_labels(
     is_np = isinstance(label, np.ndarray)
     dtype = label.dtype
     if (dtype.kind not in "biuf") if is_np else dtype.is_complex:
-        raise TypeError(f"instance labels must be integer (or integer-valued float), dtype {dtype}{file_hint(source)}.")
+        raise TypeError(f"{what} must be integer (or integer-valued float), dtype {dtype}{file_hint(source)}.")
     if (label.size if is_np else label.numel()) == 0:
         if require_objects:
-            raise ValueError(f"instance labels contain no objects (empty array {tuple(label.shape)}){file_hint(source)}.")
+            raise ValueError(f"{what} contain no objects (empty array {tuple(label.shape)}){file_hint(source)}.")
         return label
     if (dtype == np.bool_) if is_np else (dtype == torch.bool):
         if require_objects and not bool(label.any()):
-            raise ValueError(f"instance labels contain no objects (all background){file_hint(source)}.")
+            raise ValueError(f"{what} contain no objects (all background){file_hint(source)}.")
         return label
     t = compute_tensor(label)
     is_float = t.is_floating_point()
@@ -193,24 +202,24 @@ def check_instance_labels(
         finite = torch.isfinite(t)
         if not bool(finite.all()):
             n_bad = int((~finite).sum())
-            raise ValueError(f"instance labels contain {n_bad} NaN or infinite values{file_hint(source)}.")
+            raise ValueError(f"{what} contain {n_bad} NaN or infinite values{file_hint(source)}.")
         frac = t != torch.round(t)
         if bool(frac.any()):
             example = float(t[frac].reshape(-1)[0])
             raise ValueError(
-                f"instance labels must be integer-valued, found non-integer value {example} (dtype {dtype}); "
+                f"{what} must be integer-valued, found non-integer value {example} (dtype {dtype}); "
                 f"labels should not be interpolated{file_hint(source)}."
             )
     lo, hi = float(t.min()), float(t.max())
     if lo < 0:
-        raise ValueError(f"instance labels must be non-negative (0 = background), found min {lo:g}{file_hint(source)}.")
+        raise ValueError(f"{what} must be non-negative (0 = background), found min {lo:g}{file_hint(source)}.")
     if oh and hi > 1:
         raise ValueError(
-            f"one-hot instance stack {tuple(label.shape)} must be binary, found value {hi:g}; a multi-channel "
+            f"one-hot {what} {tuple(label.shape)} must be binary, found value {hi:g}; a multi-channel "
             f"label map is not supported (one channel per object){file_hint(source)}."
         )
     if require_objects and hi == 0:
-        raise ValueError(f"instance labels contain no objects (all background){file_hint(source)}.")
+        raise ValueError(f"{what} contain no objects (all background){file_hint(source)}.")
     if is_float:
         target = torch.uint8 if oh else (torch.int32 if hi < 2**31 else torch.int64)
         return convert_to_dst_type(t.to(target), label, dtype=target)[0]

@@ -39,6 +39,7 @@ __all__ = [
     "TiffReader",
     "TiffWriter",
     "read_tiff",
+    "read_tiff_with_spacing",
     "read_tiff_spacing",
     "write_tiff",
     "register_tiff_io",
@@ -225,6 +226,12 @@ def read_tiff(path: PathLike) -> np.ndarray:
         ValueError: the file is not a readable TIFF.
     """
     return _read_tiff_file(path).array
+
+
+def read_tiff_with_spacing(path: PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """Read a TIFF file as :func:`read_tiff` does, with the spacing it records (see :func:`read_tiff_spacing`)."""
+    im = _read_tiff_file(path)
+    return im.array, im.spacing
 
 
 def read_tiff_spacing(path: PathLike) -> tuple[float, ...] | None:

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from monai_embedseg.embedding import resolve_spacing
+from monai_embedseg.labels import check_instance_labels, instance_bboxes
 from monai_embedseg.utils.files import atomic_output
 
 __all__ = [
@@ -39,7 +39,6 @@ CROP_MULTIPLE = 8
 CROP_N_STD = 5.0
 
 PathLike = str | os.PathLike
-_RELABEL_ABOVE = 1 << 24  # label ids above this are compacted before bincount / find_objects
 
 
 def _load_label_file(path: PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
@@ -47,10 +46,9 @@ def _load_label_file(path: PathLike) -> tuple[np.ndarray, tuple[float, ...] | No
     name = os.fspath(path)
     low = name.lower()
     if low.endswith((".tif", ".tiff")):
-        from monai_embedseg.data.io import _read_tiff_file
+        from monai_embedseg.data.io import read_tiff_with_spacing
 
-        im = _read_tiff_file(name)
-        return im.array, im.spacing
+        return read_tiff_with_spacing(name)
     if low.endswith((".nii", ".nii.gz")):
         if not os.path.isfile(name):
             raise FileNotFoundError(f"label file not found: {name}")
@@ -67,61 +65,21 @@ def _load_label_file(path: PathLike) -> tuple[np.ndarray, tuple[float, ...] | No
 
 
 def _as_label(arr: Any, where: str, one_hot: bool) -> np.ndarray:
-    """Validate one label array and return it without a singleton channel: ``(*spatial)`` or ``(N, *spatial)``."""
+    """Validate one label array (:func:`~monai_embedseg.labels.check_instance_labels`); return it channel-first.
+
+    A label map may come as ``(Y, X)``, ``(Z, Y, X)`` or with a leading channel of 1; a one-hot stack as ``(N, *spatial)``.
+    """
     arr = np.asarray(arr.detach().cpu() if hasattr(arr, "detach") else arr)
-    if arr.dtype != bool and not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{where}: labels must have an integer (or bool) dtype, got {arr.dtype}.")
-    if arr.size and arr.dtype != bool and arr.min() < 0:
-        raise ValueError(f"{where}: labels must be non-negative, found {arr.min()}.")
-    if one_hot:
-        if arr.ndim not in (3, 4):
-            raise ValueError(f"{where}: a one-hot stack must be (N, Y, X) or (N, Z, Y, X), got shape {arr.shape}.")
-        if arr.size and arr.dtype != bool and arr.max() > 1:
-            raise ValueError(f"{where}: a one-hot stack must be binary (0/1), found value {arr.max()}.")
-        return arr.astype(bool, copy=False)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    elif arr.ndim == 3 and arr.shape[0] == 1:
-        arr = arr[0]  # (1, Y, X) label map with a channel axis
-    if arr.ndim not in (2, 3):
-        raise ValueError(
-            f"{where}: a label map must be (Y, X) or (Z, Y, X) (optionally with a leading channel of 1), "
-            f"got shape {arr.shape}."
-        )
-    return arr
+    if not one_hot and not (arr.ndim in (3, 4) and arr.shape[0] == 1):
+        arr = arr[None]
+    return np.asarray(check_instance_labels(arr, one_hot=one_hot, source=where))
 
 
-def _label_map_stats(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Object sizes ``(K,)``, bbox extents ``(K, D)`` and foreground voxel count of a label map."""
-    if lab.dtype == bool:
-        lab = lab.astype(np.uint8)
-    if lab.size and int(lab.max()) > _RELABEL_ABOVE:
-        _, inv = np.unique(lab, return_inverse=True)
-        lab = inv.reshape(lab.shape).astype(np.int64)  # 0 stays 0 (smallest value)
-    if lab.dtype.kind == "u" and lab.dtype.itemsize >= 8:
-        lab = lab.astype(np.int64)
-    sizes = np.bincount(lab.ravel())[1:] if lab.size else np.zeros(0, np.int64)
-    slices = ndimage.find_objects(lab)
-    extents = np.array(
-        [[s.stop - s.start for s in sl] for sl in slices if sl is not None], dtype=np.int64
-    ).reshape(-1, lab.ndim)
-    return sizes[sizes > 0], extents, int(sizes.sum())
-
-
-def _one_hot_stats(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Object sizes ``(K,)``, bbox extents ``(K, D)`` and foreground voxel count of a one-hot stack."""
-    n, spatial = stack.shape[0], stack.shape[1:]
-    sizes = stack.reshape(n, -1).sum(1)
-    keep = sizes > 0
-    stack, sizes = stack[keep], sizes[keep]
-    extents = np.zeros((len(sizes), len(spatial)), dtype=np.int64)
-    for d, size_d in enumerate(spatial):  # vectorised over objects: project onto each axis
-        others = tuple(1 + a for a in range(len(spatial)) if a != d)
-        proj = stack.any(axis=others)  # (K, size_d)
-        first = proj.argmax(1)
-        last = size_d - 1 - proj[:, ::-1].argmax(1)
-        extents[:, d] = last - first + 1
-    return sizes, extents, int(stack.any(0).sum()) if len(sizes) else 0
+def _label_stats(lab: np.ndarray, one_hot: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Object sizes ``(K,)``, bounding-box extents ``(K, D)`` and foreground voxel count of ``(C, *spatial)`` labels."""
+    _, starts, stops, sizes = instance_bboxes(lab, one_hot)
+    foreground = int((lab != 0).any(0).sum()) if one_hot else int(sizes.sum())
+    return sizes, stops - starts, foreground
 
 
 def compute_dataset_properties(
@@ -167,7 +125,7 @@ def compute_dataset_properties(
         else:
             where, arr, sp = f"label array #{i}", item, None
         lab = _as_label(arr, where, one_hot)
-        spatial = lab.shape[1:] if one_hot else lab.shape
+        spatial = lab.shape[1:]
         if spatial_dims is None:
             spatial_dims = len(spatial)
         elif len(spatial) != spatial_dims:
@@ -177,7 +135,7 @@ def compute_dataset_properties(
                 file_spacing = tuple(sp)
             elif spacing is None and not np.allclose(sp, file_spacing):
                 warnings.warn(f"{where}: spacing {sp} differs from {file_spacing} (first file); using the first.")
-        sizes, extents, fg = _one_hot_stats(lab) if one_hot else _label_map_stats(lab)
+        sizes, extents, fg = _label_stats(lab, one_hot)
         all_sizes.append(sizes)
         all_extents.append(extents)
         per_image.append(len(sizes))

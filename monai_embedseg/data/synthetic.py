@@ -29,6 +29,8 @@ import numpy as np
 from monai.config import PathLike
 from scipy import ndimage
 
+from monai_embedseg.labels import one_hot_to_label_map
+
 __all__ = [
     "synthetic_nuclei_2d",
     "synthetic_worms_2d",
@@ -280,8 +282,7 @@ def synthetic_worms_2d(
         masks.append(mask)
         profiles.append(prof)
     one_hot = np.stack(masks).astype(np.uint8)
-    ids = np.arange(1, n + 1, dtype=np.uint16)[:, None, None]
-    label = (one_hot * ids).max(0).astype(np.uint16)
+    label = one_hot_to_label_map(one_hot, np.uint16)[0]
     inten = rng.uniform(0.35, 0.7, n).astype(np.float32)
     clean = 0.08 + np.tensordot(inten, np.stack(profiles), axes=1)  # overlaps add up (brighter)
     image = _blur_and_noise(rng, clean, blur, photons)

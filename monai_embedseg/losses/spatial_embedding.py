@@ -31,7 +31,7 @@ from torch.nn.modules.loss import _Loss
 
 from monai.utils import LossReduction
 
-from monai_embedseg.losses.lovasz import _lovasz_order, _lovasz_sorted
+from monai_embedseg.losses.lovasz import lovasz_order, lovasz_sorted
 from monai_embedseg.embedding import (
     OFFSET_SCALE,
     SIGMA_SCALE,
@@ -348,7 +348,7 @@ class SpatialEmbeddingLoss(_Loss):
             # the Lovasz extension is positively homogeneous: order by the halved errors, double the loss below
             errors[pair_obj, pair_pix] = 1.0 - phi_pairs
             F.threshold(errors, _MIN_ERROR, 0.0, inplace=True)
-            perm = _lovasz_order(errors, nonnegative=True)  # (k, L)
+            perm = lovasz_order(errors, nonnegative=True)  # (k, L)
             del errors
             masks = torch.zeros(n_obj, n_pix, dtype=torch.bool, device=emb.device)
             masks[pair_obj, pair_pix] = True
@@ -357,7 +357,7 @@ class SpatialEmbeddingLoss(_Loss):
         exponent = ((emb_sel - center[:, None]) * scale[:, None]).square().sum(-1).clamp(max=_MAX_EXPONENT)
         phi_sel = torch.exp(-exponent)
         half_errors = F.threshold(torch.where(gt_sorted, 1.0 - phi_sel, phi_sel), _MIN_ERROR, 0.0)
-        return 2.0 * _lovasz_sorted(half_errors, gt_sorted, size)
+        return 2.0 * lovasz_sorted(half_errors, gt_sorted, size)
 
     @staticmethod
     def _centers(

@@ -45,6 +45,7 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 from scipy import ndimage
 
 from monai_embedseg.embedding import OFFSET_SCALE, SIGMA_SCALE, decode_pixels, n_sigma_of, resolve_spacing
+from monai_embedseg.constants import FG_THRESH, SEED_THRESH
 
 __all__ = [
     "CLAIM_Q",
@@ -316,8 +317,8 @@ def _decode_foreground(
 def cluster_embeddings(
     pred: torch.Tensor,
     spacing: Sequence[float] | float | None = None,
-    seed_thresh: float = 0.9,
-    fg_thresh: float = 0.5,
+    seed_thresh: float = SEED_THRESH,
+    fg_thresh: float = FG_THRESH,
     min_object_size: int = 0,
     min_unclaimed: float = 0.5,
     split_components: bool = False,
@@ -404,8 +405,8 @@ class EmbedSegCluster(Transform):
     def __init__(
         self,
         spacing: Sequence[float] | float | None = None,
-        seed_thresh: float = 0.9,
-        fg_thresh: float = 0.5,
+        seed_thresh: float = SEED_THRESH,
+        fg_thresh: float = FG_THRESH,
         min_object_size: int = 0,
         min_unclaimed: float = 0.5,
         split_components: bool = False,
@@ -468,8 +469,8 @@ class EmbedSegClusterd(MapTransform):
         output_keys: KeysCollection | None = None,
         confidence_keys: KeysCollection | None = None,
         spacing: Sequence[float] | float | None = None,
-        seed_thresh: float = 0.9,
-        fg_thresh: float = 0.5,
+        seed_thresh: float = SEED_THRESH,
+        fg_thresh: float = FG_THRESH,
         min_object_size: int = 0,
         min_unclaimed: float = 0.5,
         split_components: bool = False,
