@@ -62,8 +62,8 @@ CLAIM_Q = 2.0 * math.log(2.0)
 _RADIUS_MARGIN = 1.0 + 1e-5  # safety factor on the per-axis claim radius used to select grid cells
 
 
-def _check_prediction(pred: torch.Tensor) -> int:
-    """Validate a raw prediction ``(C, *spatial)`` and return its number of spatial dims."""
+def _check_prediction(pred: torch.Tensor, validate: bool = True) -> int:
+    """Check a raw prediction ``(C, *spatial)`` (its values only if ``validate``); return its spatial dims."""
     if not isinstance(pred, torch.Tensor):
         raise TypeError(f"pred must be a torch.Tensor, got {type(pred).__name__}.")
     if pred.ndim not in (3, 4):
@@ -74,7 +74,7 @@ def _check_prediction(pred: torch.Tensor) -> int:
         raise TypeError(f"pred must be a floating point tensor, got {pred.dtype}.")
     spatial_dims = pred.ndim - 1
     n_sigma_of(pred.shape[0], spatial_dims)
-    if not math.isfinite(float(pred.sum())) and not bool(torch.isfinite(pred).all()):  # cheap test first
+    if validate and not math.isfinite(float(pred.sum())) and not bool(torch.isfinite(pred).all()):  # cheap first
         raise ValueError("pred contains NaN or Inf values.")
     return spatial_dims
 
@@ -324,6 +324,7 @@ def cluster_embeddings(
     split_components: bool = False,
     offset_scale: float = OFFSET_SCALE,
     sigma_scale: float = SIGMA_SCALE,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy EmbedSeg clustering of one raw prediction into an instance label map (see the module docstring).
 
@@ -339,6 +340,8 @@ def cluster_embeddings(
             its seed, so claims never cross components (a semantic option: it costs one ``scipy.ndimage.label``
             and one extra comparison per tested pixel, it does not make the clustering faster).
         offset_scale, sigma_scale: decoding scales, see :func:`~monai_embedseg.embedding.decode_prediction`.
+        validate: check ``pred`` for NaN/Inf first (one host synchronisation; ``False`` skips it when the caller
+            knows the prediction is finite).
 
     Returns:
         ``labels`` int32 ``(1, *spatial)`` (0 = background, objects ``1..K`` in seed order) and ``confidence``
@@ -349,7 +352,7 @@ def cluster_embeddings(
             non-finite or zero bandwidth.
         TypeError: ``pred`` is not a floating point torch tensor.
     """
-    spatial_dims = _check_prediction(pred)
+    spatial_dims = _check_prediction(pred, validate)
     if isinstance(pred, torch.Tensor) and hasattr(pred, "as_tensor"):
         pred = pred.as_tensor()  # drop MetaTensor bookkeeping for speed
     dtype = pred.dtype if pred.dtype in (torch.float32, torch.float64) else torch.float32
@@ -393,7 +396,7 @@ class EmbedSegCluster(Transform):
 
     Args:
         spacing, seed_thresh, fg_thresh, min_object_size, min_unclaimed, split_components, offset_scale,
-            sigma_scale: see :func:`cluster_embeddings`.
+            sigma_scale, validate: see :func:`cluster_embeddings`.
         return_confidence: also return the per-object confidence ``(K,)``.
 
     Input ``(C, *spatial)`` numpy array or tensor; output int32 label map ``(1, *spatial)`` of the same kind
@@ -413,6 +416,7 @@ class EmbedSegCluster(Transform):
         return_confidence: bool = False,
         offset_scale: float = OFFSET_SCALE,
         sigma_scale: float = SIGMA_SCALE,
+        validate: bool = True,
     ) -> None:
         self.spacing = spacing
         self.seed_thresh = seed_thresh
@@ -423,6 +427,7 @@ class EmbedSegCluster(Transform):
         self.return_confidence = return_confidence
         self.offset_scale = offset_scale
         self.sigma_scale = sigma_scale
+        self.validate = validate
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor | tuple[NdarrayOrTensor, NdarrayOrTensor]:
         """Cluster ``img`` ``(C, *spatial)``; see the class docstring for the output."""
@@ -441,6 +446,7 @@ class EmbedSegCluster(Transform):
             split_components=self.split_components,
             offset_scale=self.offset_scale,
             sigma_scale=self.sigma_scale,
+            validate=self.validate,
         )
         out = convert_to_dst_type(labels, img, dtype=torch.int32)[0]
         if not self.return_confidence:
@@ -457,7 +463,7 @@ class EmbedSegClusterd(MapTransform):
         output_keys: where to write the label maps ``(1, *spatial)``, one per key (``None``: overwrite ``keys``).
         confidence_keys: where to write the confidences ``(K,)``, one per key (``None``: not stored).
         spacing, seed_thresh, fg_thresh, min_object_size, min_unclaimed, split_components, offset_scale,
-            sigma_scale: see :func:`cluster_embeddings`.
+            sigma_scale, validate: see :func:`cluster_embeddings`.
         allow_missing_keys: skip missing keys instead of raising.
     """
 
@@ -476,6 +482,7 @@ class EmbedSegClusterd(MapTransform):
         split_components: bool = False,
         offset_scale: float = OFFSET_SCALE,
         sigma_scale: float = SIGMA_SCALE,
+        validate: bool = True,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -491,6 +498,7 @@ class EmbedSegClusterd(MapTransform):
             return_confidence=True,
             offset_scale=offset_scale,
             sigma_scale=sigma_scale,
+            validate=validate,
         )
 
     def _expand(self, names: KeysCollection, what: str) -> tuple[Hashable, ...]:
