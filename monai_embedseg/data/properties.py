@@ -104,8 +104,8 @@ def compute_dataset_properties(
         ``image_shape_min``, ``image_shape_max``, ``one_hot``.
 
     Raises:
-        TypeError: a non-integer label array.
-        ValueError: negative labels, wrong dimensions, mixed 2D / 3D inputs, no objects at all.
+        TypeError: a label array of a non-numeric dtype.
+        ValueError: fractional, NaN or negative labels, wrong dimensions, mixed 2D / 3D inputs, no objects at all.
         FileNotFoundError: a missing file.
     """
     if isinstance(label_files_or_arrays, (str, os.PathLike, np.ndarray)) or hasattr(label_files_or_arrays, "detach"):
@@ -113,48 +113,23 @@ def compute_dataset_properties(
     items = list(label_files_or_arrays)
     if not items:
         raise ValueError("no label images given.")
-    all_sizes, all_extents, per_image = [], [], []
-    n_fg = n_total = 0
-    spatial_dims = None
-    file_spacing: tuple[float, ...] | None = None
-    shapes = []
-    for i, item in enumerate(items):
-        if isinstance(item, (str, os.PathLike)):
-            where = os.fspath(item)
-            arr, sp = _load_label_file(where)
-        else:
-            where, arr, sp = f"label array #{i}", item, None
-        lab = _as_label(arr, where, one_hot)
-        spatial = lab.shape[1:]
-        if spatial_dims is None:
-            spatial_dims = len(spatial)
-        elif len(spatial) != spatial_dims:
-            raise ValueError(f"{where}: {len(spatial)}D labels mixed with {spatial_dims}D labels (shape {lab.shape}).")
-        if sp is not None and len(sp) == spatial_dims:
-            if file_spacing is None:
-                file_spacing = tuple(sp)
-            elif spacing is None and not np.allclose(sp, file_spacing):
-                warnings.warn(f"{where}: spacing {sp} differs from {file_spacing} (first file); using the first.")
-        sizes, extents, fg = _label_stats(lab, one_hot)
-        all_sizes.append(sizes)
-        all_extents.append(extents)
-        per_image.append(len(sizes))
-        n_fg += fg
-        n_total += int(np.prod(spatial))
-        shapes.append(spatial)
-    sizes = np.concatenate(all_sizes)
-    extents = np.concatenate(all_extents).astype(np.float64)
+    stats, file_spacing = _collect_label_stats(items, spacing, one_hot)
+    sizes = np.concatenate([st["sizes"] for st in stats])
     if len(sizes) == 0:
         raise ValueError(f"no objects found in any of the {len(items)} label images.")
+    extents = np.concatenate([st["extents"] for st in stats]).astype(np.float64)
+    spatial_dims = extents.shape[1]
     sp = resolve_spacing(spacing if spacing is not None else file_spacing, spatial_dims)
     mean, std = extents.mean(0), extents.std(0)
     crop = [int(max(CROP_MULTIPLE, math.ceil((m + CROP_N_STD * s) / CROP_MULTIPLE) * CROP_MULTIPLE)) for m, s in
             zip(mean, std)]
-    shapes_a = np.asarray(shapes)
+    shapes = np.asarray([st["shape"] for st in stats])
+    n_fg = sum(st["foreground"] for st in stats)
+    n_total = int(sum(np.prod(st["shape"]) for st in stats))
     return {
         "n_images": len(items),
         "n_objects": int(len(sizes)),
-        "max_objects_per_image": int(max(per_image)),
+        "max_objects_per_image": int(max(len(st["sizes"]) for st in stats)),
         "spatial_dims": int(spatial_dims),
         "spacing": [float(s) for s in sp],
         "min_object_size": int(sizes.min()),
@@ -164,10 +139,45 @@ def compute_dataset_properties(
         "object_extent_std": [float(s) for s in std],
         "crop_size": crop,
         "foreground_weight": float((n_total - n_fg) / n_fg),
-        "image_shape_min": [int(s) for s in shapes_a.min(0)],
-        "image_shape_max": [int(s) for s in shapes_a.max(0)],
+        "image_shape_min": [int(s) for s in shapes.min(0)],
+        "image_shape_max": [int(s) for s in shapes.max(0)],
         "one_hot": bool(one_hot),
     }
+
+
+def _collect_label_stats(
+    items: Sequence, spacing: Sequence[float] | float | None, one_hot: bool
+) -> tuple[list[dict], tuple[float, ...] | None]:
+    """Per label image: object ``sizes (K,)``, ``extents (K, D)``, ``foreground`` count and spatial ``shape``.
+
+    Returns:
+        the per-image stats and the spacing recorded in the first file that has one (``None`` if none does).
+
+    Raises:
+        ValueError: invalid labels (naming the file) or 2D and 3D labels mixed.
+    """
+    stats: list[dict] = []
+    file_spacing: tuple[float, ...] | None = None
+    for i, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            where = os.fspath(item)
+            arr, sp = _load_label_file(where)
+        else:
+            where, arr, sp = f"label array #{i}", item, None
+        lab = _as_label(arr, where, one_hot)
+        spatial = lab.shape[1:]
+        if stats and len(spatial) != len(stats[0]["shape"]):
+            raise ValueError(
+                f"{where}: {len(spatial)}D labels mixed with {len(stats[0]['shape'])}D labels (shape {lab.shape})."
+            )
+        if sp is not None and len(sp) == len(spatial):
+            if file_spacing is None:
+                file_spacing = tuple(sp)
+            elif spacing is None and not np.allclose(sp, file_spacing):
+                warnings.warn(f"{where}: spacing {sp} differs from {file_spacing} (first file); using the first.")
+        sizes, extents, foreground = _label_stats(lab, one_hot)
+        stats.append({"sizes": sizes, "extents": extents, "foreground": foreground, "shape": tuple(spatial)})
+    return stats, file_spacing
 
 
 def compute_release_properties(
