@@ -208,7 +208,8 @@ def object_centers(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One center pixel per object of an instance label map or a one-hot stack.
 
-    Each object is processed on its own pixels only (its bounding box from :func:`~monai_embedseg.labels.instance_bboxes`).
+    Each object is processed on its own pixels only (its bounding box from
+    :func:`~monai_embedseg.labels.instance_bboxes`).
 
     Args:
         label: integer-valued ``(1, *spatial)`` label map (0 = background) or binary one-hot stack

@@ -301,7 +301,8 @@ def as_label_dtype(labels: NdarrayOrTensor) -> NdarrayOrTensor:
     dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
     if isinstance(labels, np.ndarray):
         return arr.astype(dtype, copy=False)
-    return convert_to_dst_type(arr.astype(dtype, copy=False), labels, dtype=get_equivalent_dtype(dtype, type(labels)))[0]
+    out_dtype = get_equivalent_dtype(dtype, type(labels))
+    return convert_to_dst_type(arr.astype(dtype, copy=False), labels, dtype=out_dtype)[0]
 
 
 def write_tiff(

@@ -67,7 +67,8 @@ def _load_label_file(path: PathLike) -> tuple[np.ndarray, tuple[float, ...] | No
 def _as_label(arr: Any, where: str, one_hot: bool) -> np.ndarray:
     """Validate one label array (:func:`~monai_embedseg.labels.check_instance_labels`); return it channel-first.
 
-    A label map may come as ``(Y, X)``, ``(Z, Y, X)`` or with a leading channel of 1; a one-hot stack as ``(N, *spatial)``.
+    A label map may come as ``(Y, X)``, ``(Z, Y, X)`` or with a leading channel of 1; a one-hot stack as
+    ``(N, *spatial)``.
     """
     arr = np.asarray(arr.detach().cpu() if hasattr(arr, "detach") else arr)
     if not one_hot and not (arr.ndim in (3, 4) and arr.shape[0] == 1):
@@ -174,7 +175,7 @@ def _collect_label_stats(
             if file_spacing is None:
                 file_spacing = tuple(sp)
             elif spacing is None and not np.allclose(sp, file_spacing):
-                warnings.warn(f"{where}: spacing {sp} differs from {file_spacing} (first file); using the first.")
+                warnings.warn(f"{where}: spacing {sp} differs from {file_spacing} (first file); using the first.", stacklevel=2)
         sizes, extents, foreground = _label_stats(lab, one_hot)
         stats.append({"sizes": sizes, "extents": extents, "foreground": foreground, "shape": tuple(spatial)})
     return stats, file_spacing

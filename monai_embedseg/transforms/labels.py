@@ -14,8 +14,8 @@ Why not MONAI's ``FillHoles`` / ``RemoveSmallObjects`` (checked against MONAI 1.
   ``(C, *spatial)`` array: a label map whose only id is 1 is treated as a binary mask (sizes per connected component),
   one with more ids per id value, and the channels of a one-hot stack touch along the channel axis (an object
   overlapping another is measured together with it). It also emits a scikit-image deprecation warning.
-  :class:`RemoveSmallInstances` measures every instance (id or channel) on its own, optionally in physical units, and can
-  relabel consecutively afterwards.
+  :class:`RemoveSmallInstances` measures every instance (id or channel) on its own, optionally in physical units,
+  and can relabel consecutively afterwards.
 """
 
 from __future__ import annotations
