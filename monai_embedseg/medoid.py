@@ -257,7 +257,8 @@ def object_centers(
         coords = np.argwhere(mask) + np.array([s.start for s in sl])
         c = _object_center(coords, sp, mode, taken, (seed, obj_id), max_points)
         if c is None:
-            warnings.warn(f"every pixel of object {obj_id} is already the center of another object; sharing it.")
+            msg = f"every pixel of object {obj_id} is already the center of another object; sharing it."
+            warnings.warn(msg, stacklevel=2)
             c = _object_center(coords, sp, mode, set(), (seed, obj_id), max_points)
         if overlapping:
             taken.add(tuple(int(v) for v in c))

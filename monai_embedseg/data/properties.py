@@ -175,7 +175,9 @@ def _collect_label_stats(
             if file_spacing is None:
                 file_spacing = tuple(sp)
             elif spacing is None and not np.allclose(sp, file_spacing):
-                warnings.warn(f"{where}: spacing {sp} differs from {file_spacing} (first file); using the first.", stacklevel=2)
+                warnings.warn(
+                    f"{where}: spacing {sp} differs from {file_spacing} (first file); using the first.", stacklevel=2
+                )
         sizes, extents, foreground = _label_stats(lab, one_hot)
         stats.append({"sizes": sizes, "extents": extents, "foreground": foreground, "shape": tuple(spatial)})
     return stats, file_spacing
