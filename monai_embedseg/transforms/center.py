@@ -17,7 +17,7 @@ __all__ = ["GenerateCenterImage", "GenerateCenterImaged", "GenerateCenterImageD"
 
 
 def _validated_labels(label: NdarrayOrTensor) -> np.ndarray:
-    """Labels ``(1, *spatial)`` / ``(N, *spatial)`` as int64, after :func:`~monai_embedseg.labels.check_instance_labels`."""
+    """Labels ``(1, *spatial)`` or ``(N, *spatial)`` as int64, checked by ``labels.check_instance_labels``."""
     checked = check_instance_labels(label)
     return convert_data_type(checked, np.ndarray)[0].astype(np.int64, copy=False)
 
