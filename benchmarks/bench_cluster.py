@@ -130,7 +130,7 @@ def main() -> None:
             for split in (False, True):
                 out = {}
 
-                def run(p=p, split=split, out=out):
+                def run(p=p, split=split, out=out, spacing=spacing):
                     out["labels"], _ = cluster_embeddings(p, spacing=spacing, split_components=split)
 
                 t = _time(run, args.repeats)

@@ -81,11 +81,11 @@ def main() -> None:
                 inst, cen = instance.to(device), center.to(device)
                 loss_fn = SpatialEmbeddingLoss(foreground_weight=10.0)
 
-                def vectorised():
+                def vectorised(pred=pred, loss_fn=loss_fn, inst=inst, cen=cen):
                     pred.grad = None
                     loss_fn(pred, {"instance": inst, "center": cen}).backward()
 
-                def loop():
+                def loop(pred=pred, inst=inst, cen=cen):
                     pred.grad = None
                     reference_loss(pred, inst, cen, foreground_weight=10.0)[0].backward()
 

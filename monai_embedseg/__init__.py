@@ -1,3 +1,13 @@
-"""monai_embedseg: EmbedSeg instance segmentation as MONAI components."""
+"""monai_embedseg: EmbedSeg instance segmentation as MONAI components.
+
+Where things are (lower layers never import higher ones):
+
+* the method's contracts: :mod:`.embedding` (prediction layout and units), :mod:`.labels` (label formats and their
+  validation), :mod:`.medoid` (object centers), :mod:`.constants`;
+* MONAI components: :mod:`.transforms`, :mod:`.networks`, :mod:`.losses`, :mod:`.inferers`, :mod:`.metrics`,
+  :mod:`.engines`, :mod:`.handlers`, :mod:`.data` (I/O, datasets, dataset properties);
+* bundles and the command line: :mod:`.bundle`, :mod:`.cli`;
+* :mod:`.testing`: references for tests and benchmarks (oracle predictions).
+"""
 
 __version__ = "0.1.0"

@@ -29,10 +29,10 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from monai_embedseg.embedding import resolve_spacing
+from monai_embedseg.labels import instance_bboxes
 
 __all__ = ["exact_medoid", "object_centers", "CENTER_MODES"]
 
@@ -208,7 +208,8 @@ def object_centers(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One center pixel per object of an instance label map or a one-hot stack.
 
-    Each object is processed on its own pixels only (its bounding box from ``scipy.ndimage.find_objects``).
+    Each object is processed on its own pixels only (its bounding box from
+    :func:`~monai_embedseg.labels.instance_bboxes`).
 
     Args:
         label: integer-valued ``(1, *spatial)`` label map (0 = background) or binary one-hot stack
@@ -245,25 +246,19 @@ def object_centers(
     sp = np.asarray(resolve_spacing(spacing, spatial_dims), dtype=np.float64)
     ids, centers = [], []
     taken: set[tuple[int, ...]] = set()
-    if label.shape[0] == 1:
-        lab = label[0].astype(np.int64, copy=False)
-        values = None
-        if lab.size and lab.max() > max(2**20, lab.size):  # sparse huge ids: find_objects would list them all
-            values, inverse = np.unique(np.concatenate([[0], lab.ravel()]), return_inverse=True)
-            lab = inverse[1:].reshape(lab.shape)  # consecutive ids, values[k] is the original id of k
-        objects = [(i + 1, sl) for i, sl in enumerate(ndimage.find_objects(lab)) if sl is not None]
-        masks = (
-            (int(values[obj]) if values is not None else obj, sl, lab[sl] == obj) for obj, sl in objects
-        )
-        overlapping = False
-    else:
-        masks = _one_hot_objects(label)
-        overlapping = True
+    overlapping = label.shape[0] != 1
+    keys, starts, stops, _ = instance_bboxes(label, one_hot=overlapping)
+    boxes = [tuple(slice(int(a), int(b)) for a, b in zip(start, stop)) for start, stop in zip(starts, stops)]
+    masks = (
+        (int(key), sl, label[(key, *sl)] != 0 if overlapping else label[(0, *sl)] == key)
+        for key, sl in zip(keys.tolist(), boxes)
+    )
     for obj_id, sl, mask in masks:
         coords = np.argwhere(mask) + np.array([s.start for s in sl])
         c = _object_center(coords, sp, mode, taken, (seed, obj_id), max_points)
         if c is None:
-            warnings.warn(f"every pixel of object {obj_id} is already the center of another object; sharing it.")
+            msg = f"every pixel of object {obj_id} is already the center of another object; sharing it."
+            warnings.warn(msg, stacklevel=2)
             c = _object_center(coords, sp, mode, set(), (seed, obj_id), max_points)
         if overlapping:
             taken.add(tuple(int(v) for v in c))
@@ -272,13 +267,3 @@ def object_centers(
     ids_arr = np.asarray(ids, dtype=np.int64)
     coords_arr = np.asarray(centers, dtype=np.int64).reshape(len(ids), spatial_dims)
     return ids_arr, coords_arr
-
-
-def _one_hot_objects(stack: np.ndarray):
-    """Yield ``(channel, bounding-box slices, cropped bool mask)`` for each non-empty channel."""
-    for ch in range(stack.shape[0]):
-        mask = stack[ch] != 0
-        boxes = ndimage.find_objects(mask.astype(np.uint8))
-        if not boxes or boxes[0] is None:
-            continue
-        yield ch, boxes[0], mask[boxes[0]]

@@ -130,10 +130,10 @@ def test_dictionary_transform():
         (np.zeros((1, 1, 2, 3, 4), dtype=int), ValueError, "3 or 4 dims"),
         (np.full((1, 4, 4), 1.5), ValueError, "integer-valued"),
         (np.full((1, 4, 4), np.nan), ValueError, "NaN"),
-        (-np.ones((1, 4, 4), dtype=int), ValueError, ">= 0"),
+        (-np.ones((1, 4, 4), dtype=int), ValueError, "non-negative"),
         (np.full((3, 4, 4), 2, dtype=np.uint8), ValueError, "binary"),
         (np.zeros((1, 4, 4), dtype=complex), TypeError, "dtype"),
-        ([[[0, 1]]], TypeError, "numpy array or a torch tensor"),
+        ([[[0, 1]]], TypeError, "numpy array or torch tensor"),
     ],
 )
 def test_validation_errors(bad, err, match):

@@ -129,7 +129,10 @@ def test_step_time_and_time_to_accuracy_handlers(tmp_path):
     trainer.register_events(*IterationEvents, event_to_attr={})
     validator = Engine(lambda e, b: None)
     validator.add_event_handler(Events.COMPLETED, lambda e: e.state.metrics.update(val_ap50=e.state.epoch / 10))
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run([0], max_epochs=validator.state.max_epochs + 1 if validator.state.max_epochs else 1))
+    def validate(_):
+        validator.run([0], max_epochs=validator.state.max_epochs + 1 if validator.state.max_epochs else 1)
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, validate)
     (tmp_path / "model.pt").write_bytes(b"weights")
     steps = StepTimeHandler()
     steps.attach(trainer)

@@ -19,8 +19,8 @@ from monai_embedseg.transforms.labels import (
     RemoveSmallInstancesd,
     ValidateInstanceLabels,
     ValidateInstanceLabelsd,
-    instance_bboxes,
 )
+from monai_embedseg.labels import instance_bboxes, one_hot_to_label_map
 
 KINDS = [np.asarray, torch.as_tensor]
 SHAPES = [(9, 11), (5, 6, 7)]
@@ -319,3 +319,18 @@ def test_dict_twins_and_no_warnings():
         assert d["l"].shape == (2, 2, 2)
         d = RemoveSmallInstancesd("l", min_size=1)(d)
     assert d["l"].shape == (2, 2, 2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_hot_to_label_map_is_the_one_collapse(kind):
+    """The labels module's collapse: later channel wins, empty stack -> background, same kind, chosen dtype."""
+    stack = np.zeros((3, 4, 5), np.uint8)
+    stack[0, :2] = 1
+    stack[2, 1:3] = 1  # overlaps channel 0 on row 1
+    out = one_hot_to_label_map(kind(stack), np.uint16)
+    assert type(out) is type(kind(stack)) and tuple(out.shape) == (1, 4, 5)
+    ref = np.zeros((4, 5), np.int64)
+    ref[:2] = 1
+    ref[1:3] = 3
+    assert np.array_equal(_np(out)[0], ref)
+    assert _np(one_hot_to_label_map(kind(np.zeros((0, 4, 5), np.uint8)))).sum() == 0

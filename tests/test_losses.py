@@ -422,3 +422,26 @@ def test_metatensor_inputs_and_all_pairs_of_target_formats():
         out = SpatialEmbeddingLoss()(MetaTensor(pred), {"instance": inst, "center": cen})
         assert type(out) is torch.Tensor
         assert out.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_validate_false_skips_value_checks_without_host_sync(monkeypatch):
+    """validate=False: bad values are not checked (no .any()/.all() host syncs), shapes still are."""
+    pred = torch.zeros(1, 5, 8, 8)
+    inst = torch.zeros(1, 1, 8, 8, dtype=torch.int64)
+    inst[0, 0, 2:5, 2:5] = 1
+    center = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    center[0, 0, 3, 3] = True
+    bad = pred.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        SpatialEmbeddingLoss()(bad, {"instance": inst, "center": center})
+    loss = SpatialEmbeddingLoss(validate=False)
+    calls = []
+    monkeypatch.setattr(SpatialEmbeddingLoss, "_check_instance_values", staticmethod(lambda t: calls.append(t)))
+    assert torch.isfinite(loss(pred, {"instance": inst, "center": center}))
+    assert calls == []  # the value checks were skipped
+    with pytest.raises(ValueError, match="'center' must have shape"):
+        loss(pred, {"instance": inst, "center": center[..., :4]})
+    checked = SpatialEmbeddingLoss()
+    checked(pred, {"instance": inst, "center": center})
+    assert len(calls) == 1  # ... and run by default

@@ -175,7 +175,7 @@ def test_output_shapes(dims, shape, out_channels, expected_c):
         out = net(torch.rand(shape))
     assert out.shape == (shape[0], expected_c, *shape[2:])
     assert torch.isfinite(out).all()
-    emb, sig, seed = decode_prediction(out)  # the layout of utils/embedding.py
+    emb, sig, seed = decode_prediction(out)  # the layout of monai_embedseg/embedding.py
     assert emb.shape == sig.shape == (shape[0], dims, *shape[2:]) and seed.shape == (shape[0], 1, *shape[2:])
 
 

@@ -101,14 +101,16 @@ def test_files_and_spacing(tmp_path):
 def test_validation_errors(tmp_path):
     good = np.zeros((8, 8), np.int32)
     good[2:4, 2:4] = 1
-    with pytest.raises(TypeError, match="label array #1.*float"):
-        compute_dataset_properties([good, good.astype(np.float32)])
-    write_tiff(tmp_path / "float.tif", good.astype(np.float32))
-    with pytest.raises(TypeError, match="float.tif"):
+    # one rule everywhere (monai_embedseg.labels): integer-valued floats are labels, fractional ones are not
+    assert compute_dataset_properties([good, good.astype(np.float32)])["n_objects"] == 2
+    with pytest.raises(ValueError, match="integer-valued.*label array #1"):
+        compute_dataset_properties([good, good.astype(np.float32) * 0.5])
+    write_tiff(tmp_path / "float.tif", good.astype(np.float32) + 0.25)
+    with pytest.raises(ValueError, match="float.tif"):
         compute_dataset_properties([tmp_path / "float.tif"])
     with pytest.raises(ValueError, match="non-negative"):
         compute_dataset_properties([good - 1])
-    with pytest.raises(ValueError, match=r"\(Y, X\) or \(Z, Y, X\)"):
+    with pytest.raises(ValueError, match="2 or 3 spatial dims"):
         compute_dataset_properties([np.zeros(5, np.int32)])
     with pytest.raises(ValueError, match="3D labels mixed with 2D"):
         compute_dataset_properties([good, np.stack([good, good])])

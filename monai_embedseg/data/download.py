@@ -263,16 +263,7 @@ def prepare_dataset(
         raise FileNotFoundError(f"dataset {name!r} cannot be downloaded automatically and {dataset_dir} does not "
                                 f"hold it in the release layout. {info.manual}")
     filename = info.filename or (os.path.basename(url.split("?")[0]) or f"{name}.zip")
-    if sha256 is not None:
-        sha256 = sha256.strip().lower()
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}.")
-    recorded = _read_sha_record(dataset_dir).get(filename)
-    expected, source = sha256, "given as sha256"
-    if expected is None and recorded:
-        expected, source = recorded, f"recorded in {dataset_dir / SHA_FILE} at the first download"
-    if expected is None and info.sha256:
-        expected, source = info.sha256, info.sha256_source
+    expected, source = _expected_checksum(sha256, dataset_dir, filename, info)
     if dataset_dir.is_dir():
         present = [s for s in SPLITS if (dataset_dir / s).exists()]
         if present and not (dataset_dir / _INCOMPLETE).exists():
@@ -285,20 +276,7 @@ def prepare_dataset(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dataset_dir.name}.download-", dir=dataset_dir.parent))
     try:
         archive = tmp / filename
-        try:
-            download_url(url=url, filepath=archive, hash_val=None, progress=progress)
-        except _NETWORK_ERRORS as e:
-            raise ConnectionError(_offline_message(url, dataset_dir, e)) from None
-        except RuntimeError as e:  # MONAI reports some failed transfers as RuntimeError
-            raise ConnectionError(_offline_message(url, dataset_dir, e)) from None
-        if not archive.is_file():  # download_url swallows PermissionError / NotADirectoryError
-            raise RuntimeError(f"downloading {url} produced no file at {archive} (no write permission?).")
-        digest = sha256_of_file(archive)
-        if expected is not None and digest != expected:
-            raise ChecksumMismatchError(
-                f"SHA-256 of {filename} from {url} is {digest}, expected {expected} ({source}). The download may be "
-                f"corrupt or the file changed upstream; retry, or pass sha256=... / --sha256 after checking the file."
-            )
+        digest = _download_checked(url, archive, dataset_dir, expected, source, progress)
         extracted = tmp / "extracted"
         extracted.mkdir()
         extractall(filepath=archive, output_dir=extracted, hash_val=None, file_type="zip", has_base=False)
@@ -314,6 +292,48 @@ def prepare_dataset(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(dataset_dir)
+
+
+def _expected_checksum(sha256: str | None, dataset_dir: Path, filename: str, info) -> tuple[str | None, str]:
+    """The archive's expected SHA-256 and where it comes from: ``sha256``, else the recorded one, else the registry's.
+
+    Raises:
+        ValueError: ``sha256`` is not 64 hex digits.
+    """
+    if sha256 is not None:
+        sha256 = sha256.strip().lower()
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}.")
+        return sha256, "given as sha256"
+    recorded = _read_sha_record(dataset_dir).get(filename)
+    if recorded:
+        return recorded, f"recorded in {dataset_dir / SHA_FILE} at the first download"
+    return info.sha256, info.sha256_source
+
+
+def _download_checked(
+    url: str, archive: Path, dataset_dir: Path, expected: str | None, source: str, progress: bool
+) -> str:
+    """Download ``url`` to ``archive``; return its SHA-256 after checking it against ``expected`` (when known).
+
+    Raises:
+        ConnectionError: the download failed; RuntimeError: no file was written; ChecksumMismatchError.
+    """
+    try:
+        download_url(url=url, filepath=archive, hash_val=None, progress=progress)
+    except _NETWORK_ERRORS as e:
+        raise ConnectionError(_offline_message(url, dataset_dir, e)) from None
+    except RuntimeError as e:  # MONAI reports some failed transfers as RuntimeError
+        raise ConnectionError(_offline_message(url, dataset_dir, e)) from None
+    if not archive.is_file():  # download_url swallows PermissionError / NotADirectoryError
+        raise RuntimeError(f"downloading {url} produced no file at {archive} (no write permission?).")
+    digest = sha256_of_file(archive)
+    if expected is not None and digest != expected:
+        raise ChecksumMismatchError(
+            f"SHA-256 of {archive.name} from {url} is {digest}, expected {expected} ({source}). The download may be "
+            f"corrupt or the file changed upstream; retry, or pass sha256=... / --sha256 after checking the file."
+        )
+    return digest
 
 
 def _install(staged: Path, dataset_dir: Path, splits: Sequence[str]) -> None:

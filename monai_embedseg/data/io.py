@@ -39,6 +39,7 @@ __all__ = [
     "TiffReader",
     "TiffWriter",
     "read_tiff",
+    "read_tiff_with_spacing",
     "read_tiff_spacing",
     "write_tiff",
     "register_tiff_io",
@@ -227,6 +228,12 @@ def read_tiff(path: PathLike) -> np.ndarray:
     return _read_tiff_file(path).array
 
 
+def read_tiff_with_spacing(path: PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """Read a TIFF file as :func:`read_tiff` does, with the spacing it records (see :func:`read_tiff_spacing`)."""
+    im = _read_tiff_file(path)
+    return im.array, im.spacing
+
+
 def read_tiff_spacing(path: PathLike) -> tuple[float, ...] | None:
     """Spacing per spatial axis (numpy order) recorded in a TIFF file, or None when the file records none."""
     return _read_tiff_file(path, read_array=False).spacing
@@ -294,7 +301,8 @@ def as_label_dtype(labels: NdarrayOrTensor) -> NdarrayOrTensor:
     dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
     if isinstance(labels, np.ndarray):
         return arr.astype(dtype, copy=False)
-    return convert_to_dst_type(arr.astype(dtype, copy=False), labels, dtype=get_equivalent_dtype(dtype, type(labels)))[0]
+    out_dtype = get_equivalent_dtype(dtype, type(labels))
+    return convert_to_dst_type(arr.astype(dtype, copy=False), labels, dtype=out_dtype)[0]
 
 
 def write_tiff(

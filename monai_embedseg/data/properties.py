@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from monai_embedseg.embedding import resolve_spacing
+from monai_embedseg.labels import check_instance_labels, instance_bboxes
 from monai_embedseg.utils.files import atomic_output
 
 __all__ = [
@@ -39,7 +39,6 @@ CROP_MULTIPLE = 8
 CROP_N_STD = 5.0
 
 PathLike = str | os.PathLike
-_RELABEL_ABOVE = 1 << 24  # label ids above this are compacted before bincount / find_objects
 
 
 def _load_label_file(path: PathLike) -> tuple[np.ndarray, tuple[float, ...] | None]:
@@ -47,10 +46,9 @@ def _load_label_file(path: PathLike) -> tuple[np.ndarray, tuple[float, ...] | No
     name = os.fspath(path)
     low = name.lower()
     if low.endswith((".tif", ".tiff")):
-        from monai_embedseg.data.io import _read_tiff_file
+        from monai_embedseg.data.io import read_tiff_with_spacing
 
-        im = _read_tiff_file(name)
-        return im.array, im.spacing
+        return read_tiff_with_spacing(name)
     if low.endswith((".nii", ".nii.gz")):
         if not os.path.isfile(name):
             raise FileNotFoundError(f"label file not found: {name}")
@@ -67,61 +65,22 @@ def _load_label_file(path: PathLike) -> tuple[np.ndarray, tuple[float, ...] | No
 
 
 def _as_label(arr: Any, where: str, one_hot: bool) -> np.ndarray:
-    """Validate one label array and return it without a singleton channel: ``(*spatial)`` or ``(N, *spatial)``."""
+    """Validate one label array (:func:`~monai_embedseg.labels.check_instance_labels`); return it channel-first.
+
+    A label map may come as ``(Y, X)``, ``(Z, Y, X)`` or with a leading channel of 1; a one-hot stack as
+    ``(N, *spatial)``.
+    """
     arr = np.asarray(arr.detach().cpu() if hasattr(arr, "detach") else arr)
-    if arr.dtype != bool and not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{where}: labels must have an integer (or bool) dtype, got {arr.dtype}.")
-    if arr.size and arr.dtype != bool and arr.min() < 0:
-        raise ValueError(f"{where}: labels must be non-negative, found {arr.min()}.")
-    if one_hot:
-        if arr.ndim not in (3, 4):
-            raise ValueError(f"{where}: a one-hot stack must be (N, Y, X) or (N, Z, Y, X), got shape {arr.shape}.")
-        if arr.size and arr.dtype != bool and arr.max() > 1:
-            raise ValueError(f"{where}: a one-hot stack must be binary (0/1), found value {arr.max()}.")
-        return arr.astype(bool, copy=False)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    elif arr.ndim == 3 and arr.shape[0] == 1:
-        arr = arr[0]  # (1, Y, X) label map with a channel axis
-    if arr.ndim not in (2, 3):
-        raise ValueError(
-            f"{where}: a label map must be (Y, X) or (Z, Y, X) (optionally with a leading channel of 1), "
-            f"got shape {arr.shape}."
-        )
-    return arr
+    if not one_hot and not (arr.ndim in (3, 4) and arr.shape[0] == 1):
+        arr = arr[None]
+    return np.asarray(check_instance_labels(arr, one_hot=one_hot, source=where))
 
 
-def _label_map_stats(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Object sizes ``(K,)``, bbox extents ``(K, D)`` and foreground voxel count of a label map."""
-    if lab.dtype == bool:
-        lab = lab.astype(np.uint8)
-    if lab.size and int(lab.max()) > _RELABEL_ABOVE:
-        _, inv = np.unique(lab, return_inverse=True)
-        lab = inv.reshape(lab.shape).astype(np.int64)  # 0 stays 0 (smallest value)
-    if lab.dtype.kind == "u" and lab.dtype.itemsize >= 8:
-        lab = lab.astype(np.int64)
-    sizes = np.bincount(lab.ravel())[1:] if lab.size else np.zeros(0, np.int64)
-    slices = ndimage.find_objects(lab)
-    extents = np.array(
-        [[s.stop - s.start for s in sl] for sl in slices if sl is not None], dtype=np.int64
-    ).reshape(-1, lab.ndim)
-    return sizes[sizes > 0], extents, int(sizes.sum())
-
-
-def _one_hot_stats(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Object sizes ``(K,)``, bbox extents ``(K, D)`` and foreground voxel count of a one-hot stack."""
-    n, spatial = stack.shape[0], stack.shape[1:]
-    sizes = stack.reshape(n, -1).sum(1)
-    keep = sizes > 0
-    stack, sizes = stack[keep], sizes[keep]
-    extents = np.zeros((len(sizes), len(spatial)), dtype=np.int64)
-    for d, size_d in enumerate(spatial):  # vectorised over objects: project onto each axis
-        others = tuple(1 + a for a in range(len(spatial)) if a != d)
-        proj = stack.any(axis=others)  # (K, size_d)
-        first = proj.argmax(1)
-        last = size_d - 1 - proj[:, ::-1].argmax(1)
-        extents[:, d] = last - first + 1
-    return sizes, extents, int(stack.any(0).sum()) if len(sizes) else 0
+def _label_stats(lab: np.ndarray, one_hot: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Object sizes ``(K,)``, bounding-box extents ``(K, D)`` and foreground voxel count of ``(C, *spatial)`` labels."""
+    _, starts, stops, sizes = instance_bboxes(lab, one_hot)
+    foreground = int((lab != 0).any(0).sum()) if one_hot else int(sizes.sum())
+    return sizes, stops - starts, foreground
 
 
 def compute_dataset_properties(
@@ -149,8 +108,8 @@ def compute_dataset_properties(
         ``image_shape_min``, ``image_shape_max``, ``one_hot``.
 
     Raises:
-        TypeError: a non-integer label array.
-        ValueError: negative labels, wrong dimensions, mixed 2D / 3D inputs, no objects at all.
+        TypeError: a label array of a non-numeric dtype.
+        ValueError: fractional, NaN or negative labels, wrong dimensions, mixed 2D / 3D inputs, no objects at all.
         FileNotFoundError: a missing file.
     """
     if isinstance(label_files_or_arrays, (str, os.PathLike, np.ndarray)) or hasattr(label_files_or_arrays, "detach"):
@@ -158,50 +117,25 @@ def compute_dataset_properties(
     items = list(label_files_or_arrays)
     if not items:
         raise ValueError("no label images given.")
-    all_sizes, all_extents, per_image = [], [], []
-    n_fg = n_total = 0
-    spatial_dims = None
-    file_spacing: tuple[float, ...] | None = None
-    shapes = []
-    for i, item in enumerate(items):
-        if isinstance(item, (str, os.PathLike)):
-            where = os.fspath(item)
-            arr, sp = _load_label_file(where)
-        else:
-            where, arr, sp = f"label array #{i}", item, None
-        lab = _as_label(arr, where, one_hot)
-        spatial = lab.shape[1:] if one_hot else lab.shape
-        if spatial_dims is None:
-            spatial_dims = len(spatial)
-        elif len(spatial) != spatial_dims:
-            raise ValueError(f"{where}: {len(spatial)}D labels mixed with {spatial_dims}D labels (shape {lab.shape}).")
-        if sp is not None and len(sp) == spatial_dims:
-            if file_spacing is None:
-                file_spacing = tuple(sp)
-            elif spacing is None and not np.allclose(sp, file_spacing):
-                warnings.warn(f"{where}: spacing {sp} differs from {file_spacing} (first file); using the first.")
-        sizes, extents, fg = _one_hot_stats(lab) if one_hot else _label_map_stats(lab)
-        all_sizes.append(sizes)
-        all_extents.append(extents)
-        per_image.append(len(sizes))
-        n_fg += fg
-        n_total += int(np.prod(spatial))
-        shapes.append(spatial)
-    sizes = np.concatenate(all_sizes)
-    extents = np.concatenate(all_extents).astype(np.float64)
+    stats, file_spacing = _collect_label_stats(items, spacing, one_hot)
+    sizes = np.concatenate([st["sizes"] for st in stats])
     if len(sizes) == 0:
         raise ValueError(f"no objects found in any of the {len(items)} label images.")
+    extents = np.concatenate([st["extents"] for st in stats]).astype(np.float64)
+    spatial_dims = extents.shape[1]
     candidates = {"argument": spacing, "metadata": file_spacing, "default": default_spacing}
     source = next((name for name, value in candidates.items() if value is not None), "unit")
     sp = resolve_spacing(candidates.get(source), spatial_dims)
     mean, std = extents.mean(0), extents.std(0)
     crop = [int(max(CROP_MULTIPLE, math.ceil((m + CROP_N_STD * s) / CROP_MULTIPLE) * CROP_MULTIPLE)) for m, s in
             zip(mean, std)]
-    shapes_a = np.asarray(shapes)
+    shapes = np.asarray([st["shape"] for st in stats])
+    n_fg = sum(st["foreground"] for st in stats)
+    n_total = int(sum(np.prod(st["shape"]) for st in stats))
     return {
         "n_images": len(items),
         "n_objects": int(len(sizes)),
-        "max_objects_per_image": int(max(per_image)),
+        "max_objects_per_image": int(max(len(st["sizes"]) for st in stats)),
         "spatial_dims": int(spatial_dims),
         "spacing": [float(s) for s in sp],
         "spacing_source": source,
@@ -212,10 +146,47 @@ def compute_dataset_properties(
         "object_extent_std": [float(s) for s in std],
         "crop_size": crop,
         "foreground_weight": float((n_total - n_fg) / n_fg),
-        "image_shape_min": [int(s) for s in shapes_a.min(0)],
-        "image_shape_max": [int(s) for s in shapes_a.max(0)],
+        "image_shape_min": [int(s) for s in shapes.min(0)],
+        "image_shape_max": [int(s) for s in shapes.max(0)],
         "one_hot": bool(one_hot),
     }
+
+
+def _collect_label_stats(
+    items: Sequence, spacing: Sequence[float] | float | None, one_hot: bool
+) -> tuple[list[dict], tuple[float, ...] | None]:
+    """Per label image: object ``sizes (K,)``, ``extents (K, D)``, ``foreground`` count and spatial ``shape``.
+
+    Returns:
+        the per-image stats and the spacing recorded in the first file that has one (``None`` if none does).
+
+    Raises:
+        ValueError: invalid labels (naming the file) or 2D and 3D labels mixed.
+    """
+    stats: list[dict] = []
+    file_spacing: tuple[float, ...] | None = None
+    for i, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            where = os.fspath(item)
+            arr, sp = _load_label_file(where)
+        else:
+            where, arr, sp = f"label array #{i}", item, None
+        lab = _as_label(arr, where, one_hot)
+        spatial = lab.shape[1:]
+        if stats and len(spatial) != len(stats[0]["shape"]):
+            raise ValueError(
+                f"{where}: {len(spatial)}D labels mixed with {len(stats[0]['shape'])}D labels (shape {lab.shape})."
+            )
+        if sp is not None and len(sp) == len(spatial):
+            if file_spacing is None:
+                file_spacing = tuple(sp)
+            elif spacing is None and not np.allclose(sp, file_spacing):
+                warnings.warn(
+                    f"{where}: spacing {sp} differs from {file_spacing} (first file); using the first.", stacklevel=2
+                )
+        sizes, extents, foreground = _label_stats(lab, one_hot)
+        stats.append({"sizes": sizes, "extents": extents, "foreground": foreground, "shape": tuple(spatial)})
+    return stats, file_spacing
 
 
 def compute_release_properties(

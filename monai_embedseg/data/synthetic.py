@@ -29,6 +29,8 @@ import numpy as np
 from monai.config import PathLike
 from scipy import ndimage
 
+from monai_embedseg.labels import one_hot_to_label_map
+
 __all__ = [
     "synthetic_nuclei_2d",
     "synthetic_worms_2d",
@@ -280,8 +282,7 @@ def synthetic_worms_2d(
         masks.append(mask)
         profiles.append(prof)
     one_hot = np.stack(masks).astype(np.uint8)
-    ids = np.arange(1, n + 1, dtype=np.uint16)[:, None, None]
-    label = (one_hot * ids).max(0).astype(np.uint16)
+    label = one_hot_to_label_map(one_hot, np.uint16)[0]
     inten = rng.uniform(0.35, 0.7, n).astype(np.float32)
     clean = 0.08 + np.tensordot(inten, np.stack(profiles), axes=1)  # overlaps add up (brighter)
     image = _blur_and_noise(rng, clean, blur, photons)
@@ -355,6 +356,32 @@ def _generate(kind: str, shape: Sequence[int], seed: Any, kwargs: dict) -> tuple
     return image, label, None, (float(kwargs.get("z_anisotropy", 3)), 1.0, 1.0)
 
 
+def _existing_dataset_matches(root: Path, manifest: Path, params: dict, expected: list[Path]) -> bool:
+    """``True`` if ``root`` already holds the complete dataset ``params``; ``False`` if it holds none of it.
+
+    Raises:
+        ValueError: a corrupt manifest, a dataset made with other parameters, or a partial dataset.
+    """
+    if manifest.exists():
+        try:
+            old = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"corrupt manifest {manifest}: {e}; delete {root} to regenerate.") from e
+        if old != params:
+            raise ValueError(f"{root} holds a synthetic dataset made with other parameters ({old}), not {params}.")
+        missing = [str(p) for p in expected if not p.exists()]
+        if missing:
+            raise ValueError(f"incomplete synthetic dataset in {root}: {len(missing)} files missing, e.g. {missing[0]}")
+        return True
+    present = [str(p) for p in expected if p.exists()]
+    if present:
+        raise ValueError(
+            f"partial dataset in {root} (no {_MANIFEST}; {len(present)} of {len(expected)} files exist, e.g. "
+            f"{present[0]}): delete it or choose another folder."
+        )
+    return False
+
+
 def write_synthetic_dataset(
     root: PathLike,
     kind: str = "nuclei_2d",
@@ -405,25 +432,8 @@ def write_synthetic_dataset(
         root_p / split / sub / f"{kind}_{i:03d}.tif" for split, n in splits for i in range(n) for sub in folders
     ]
     manifest = root_p / _MANIFEST
-    if manifest.exists():
-        try:
-            old = json.loads(manifest.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"corrupt manifest {manifest}: {e}; delete {root_p} to regenerate.") from e
-        if old != params:
-            raise ValueError(f"{root_p} holds a synthetic dataset made with other parameters ({old}), not {params}.")
-        missing = [str(p) for p in expected if not p.exists()]
-        if missing:
-            raise ValueError(
-                f"incomplete synthetic dataset in {root_p}: {len(missing)} files missing, e.g. {missing[0]}"
-            )
+    if _existing_dataset_matches(root_p, manifest, params, expected):
         return str(root_p)
-    present = [str(p) for p in expected if p.exists()]
-    if present:
-        raise ValueError(
-            f"partial dataset in {root_p} (no {_MANIFEST}; {len(present)} of {len(expected)} files exist, e.g. "
-            f"{present[0]}): delete it or choose another folder."
-        )
     from monai_embedseg.data.io import write_tiff
 
     for s_idx, (split, n) in enumerate(splits):

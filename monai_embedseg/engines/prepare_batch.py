@@ -37,7 +37,9 @@ class PrepareBatchEmbedSeg(PrepareBatch):
         """Move the three tensors to ``device``; raises ``KeyError`` naming a missing key."""
         for key in (self.image_key, self.label_key, self.center_key):
             if key not in batchdata:
-                raise KeyError(f"batch has no '{key}' (keys: {sorted(batchdata)}); add GenerateCenterImaged to the transforms.")
+                raise KeyError(
+                    f"batch has no '{key}' (keys: {sorted(batchdata)}); add GenerateCenterImaged to the transforms."
+                )
 
         def move(x: torch.Tensor) -> torch.Tensor:
             return torch.as_tensor(x).to(device=device, non_blocking=non_blocking, **kwargs)

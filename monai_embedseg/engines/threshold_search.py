@@ -17,13 +17,12 @@ from monai_embedseg.metrics.matching import image_match_counts, ap_from_counts
 from monai_embedseg.transforms.cluster import cluster_embeddings
 from monai_embedseg.utils.checkpoint import load_weights
 from monai_embedseg.utils.files import atomic_output
+from monai_embedseg.constants import PAPER_THRESHOLDS
 
 __all__ = ["ThresholdSearch", "read_thresholds", "PAPER_THRESHOLDS", "THRESHOLDS_FILE"]
 
 logger = logging.getLogger(__name__)
 
-#: the paper's clustering thresholds
-PAPER_THRESHOLDS = {"seed_thresh": 0.9, "fg_thresh": 0.5}
 #: file written beside ``model.pt``
 THRESHOLDS_FILE = "thresholds.json"
 

@@ -12,10 +12,10 @@ import torch
 from ignite.engine import Engine, Events
 
 from monai_embedseg.utils.files import atomic_output
+from monai_embedseg.constants import IOU_THRESHOLDS_FINE, PRED_LABELS_KEY
 
 __all__ = ["APReportHandler", "write_ap_tables", "format_ap_table"]
 
-THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
 def _atomic_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence], overwrite: bool = True) -> None:
@@ -26,7 +26,7 @@ def _atomic_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence], ove
             writer.writerows(rows)
 
 
-def format_ap_table(summary: dict[str, np.ndarray], thresholds: Sequence[float] = THRESHOLDS) -> str:
+def format_ap_table(summary: dict[str, np.ndarray], thresholds: Sequence[float] = IOU_THRESHOLDS_FINE) -> str:
     """Plain-text table: one row per IoU threshold, columns pooled / by-image AP_dsb."""
     lines = [f"{'IoU':>5} {'AP_dsb pooled':>14} {'AP_dsb by-image':>16}"]
     for i, t in enumerate(thresholds):
@@ -39,7 +39,7 @@ def write_ap_tables(
     y_true: Sequence,
     y_pred: Sequence,
     output_dir: str,
-    thresholds: Sequence[float] = THRESHOLDS,
+    thresholds: Sequence[float] = IOU_THRESHOLDS_FINE,
     prefix: str = "ap",
     overwrite: bool = True,
 ) -> dict[str, np.ndarray]:
@@ -84,8 +84,8 @@ class APReportHandler:
         thresholds: IoU thresholds (default 0.5..0.9 in steps of 0.05).
     """
 
-    def __init__(self, output_dir: str, pred_key: str = "pred_labels", label_key: str = "label",
-                 thresholds: Sequence[float] = THRESHOLDS, prefix: str = "ap") -> None:
+    def __init__(self, output_dir: str, pred_key: str = PRED_LABELS_KEY, label_key: str = "label",
+                 thresholds: Sequence[float] = IOU_THRESHOLDS_FINE, prefix: str = "ap") -> None:
         self.output_dir = output_dir
         self.pred_key, self.label_key = pred_key, label_key
         self.thresholds = tuple(thresholds)

@@ -7,6 +7,9 @@ import torch
 from ignite.engine import Engine, Events
 from monai.utils import optional_import
 
+from monai_embedseg.constants import NORMALIZE_PERCENTILES, PRED_LABELS_KEY
+from monai_embedseg.labels import one_hot_to_label_map
+
 SummaryWriter, _ = optional_import("torch.utils.tensorboard", name="SummaryWriter")
 
 __all__ = ["InstancePanelsHandler", "instance_colors", "middle_slice"]
@@ -51,7 +54,7 @@ class InstancePanelsHandler:
         summary_writer=None,
         image_key: str = "image",
         pred_key: str = "pred",
-        instance_key: str = "pred_labels",
+        instance_key: str = PRED_LABELS_KEY,
         label_key: str = "label",
         prefix: str = "val",
     ) -> None:
@@ -81,12 +84,12 @@ class InstancePanelsHandler:
 
         step = engine.state.epoch
         image = middle_slice(numpy(image_key))
-        lo, hi = np.percentile(image, (1, 99.8))
+        lo, hi = np.percentile(image, NORMALIZE_PERCENTILES)
         self.writer.add_image(f"{self.prefix}/input", np.clip((image - lo) / max(hi - lo, 1e-8), 0, 1)[None], step)
         seed = 1.0 / (1.0 + np.exp(-middle_slice(numpy(pred_key)[-1:])))
         self.writer.add_image(f"{self.prefix}/seed", seed[None].astype(np.float32), step)
         self.writer.add_image(f"{self.prefix}/prediction", instance_colors(middle_slice(numpy(instance_key))), step)
         truth = numpy(label_key)
         if truth.shape[0] > 1:  # one-hot stack: flatten for display (later objects on top)
-            truth = (np.arange(1, truth.shape[0] + 1).reshape(-1, *[1] * (truth.ndim - 1)) * (truth > 0)).max(0)[None]
+            truth = one_hot_to_label_map(truth)
         self.writer.add_image(f"{self.prefix}/ground_truth", instance_colors(middle_slice(truth)), step)

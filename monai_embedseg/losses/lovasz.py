@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["lovasz_hinge_flat", "lovasz_hinge"]
+__all__ = ["lovasz_hinge_flat", "lovasz_hinge", "lovasz_order", "lovasz_sorted"]
 
 
 def _check_pair(logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -50,7 +50,7 @@ def lovasz_hinge_flat(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return _lovasz_from_errors(errors, labels)
 
 
-def _lovasz_order(errors: torch.Tensor, nonnegative: bool = False) -> torch.Tensor:
+def lovasz_order(errors: torch.Tensor, nonnegative: bool = False) -> torch.Tensor:
     """Indices ``(*, L)`` of the ``L`` largest errors of every row, in decreasing order.
 
     ``L`` is the largest number of positive errors in a row (at least 1): the positions after them hold errors
@@ -72,7 +72,7 @@ def _lovasz_order(errors: torch.Tensor, nonnegative: bool = False) -> torch.Tens
     return torch.sort(errors, dim=-1, descending=True).indices
 
 
-def _lovasz_sorted(errors_sorted: torch.Tensor, gt_sorted: torch.Tensor, n_fg: torch.Tensor) -> torch.Tensor:
+def lovasz_sorted(errors_sorted: torch.Tensor, gt_sorted: torch.Tensor, n_fg: torch.Tensor) -> torch.Tensor:
     """Lovasz hinge ``(*)`` from errors already in decreasing order (a prefix of each row is enough).
 
     Args:
@@ -91,9 +91,9 @@ def _lovasz_sorted(errors_sorted: torch.Tensor, gt_sorted: torch.Tensor, n_fg: t
 
 def _lovasz_from_errors(errors: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Lovasz extension of the Jaccard loss at the hinge ``errors`` ``(*, P)``, row-wise; returns ``(*)``."""
-    perm = _lovasz_order(errors.detach())
+    perm = lovasz_order(errors.detach())
     n_fg = labels.to(errors.dtype).sum(-1)
-    return _lovasz_sorted(errors.gather(-1, perm), labels.gather(-1, perm), n_fg)
+    return lovasz_sorted(errors.gather(-1, perm), labels.gather(-1, perm), n_fg)
 
 
 def lovasz_hinge(logits: torch.Tensor, labels: torch.Tensor, per_image: bool = True) -> torch.Tensor:

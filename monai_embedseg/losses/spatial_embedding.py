@@ -31,7 +31,7 @@ from torch.nn.modules.loss import _Loss
 
 from monai.utils import LossReduction
 
-from monai_embedseg.losses.lovasz import _lovasz_order, _lovasz_sorted
+from monai_embedseg.losses.lovasz import lovasz_order, lovasz_sorted
 from monai_embedseg.embedding import (
     OFFSET_SCALE,
     SIGMA_SCALE,
@@ -82,6 +82,10 @@ class SpatialEmbeddingLoss(_Loss):
         offset_scale: see :func:`monai_embedseg.embedding.decode_prediction`.
         sigma_scale: see :func:`monai_embedseg.embedding.decode_prediction`.
         reduction: ``"mean"`` or ``"sum"`` over the batch, or ``"none"`` for a ``(B,)`` tensor.
+        validate: check the values of the input (NaN/inf) and of the labels (integer, non-negative, binary one-hot)
+            on every call. Each check waits for the device (a host synchronisation); a trainer whose data pipeline
+            already validated the labels (``ValidateInstanceLabelsd``) passes ``False``. Shapes are always checked
+            (free: no synchronisation).
     """
 
     def __init__(
@@ -95,8 +99,10 @@ class SpatialEmbeddingLoss(_Loss):
         offset_scale: float = OFFSET_SCALE,
         sigma_scale: float = SIGMA_SCALE,
         reduction: LossReduction | str = LossReduction.MEAN,
+        validate: bool = True,
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
+        self.validate = bool(validate)
         if spacing is not None and not isinstance(spacing, (int, float)):
             spacing = tuple(float(s) for s in spacing)
             if len(spacing) not in (2, 3):
@@ -140,6 +146,22 @@ class SpatialEmbeddingLoss(_Loss):
                 raise TypeError(f"target '{name}' must be a torch.Tensor, got {type(t).__name__}.")
         return _plain(instance), _plain(center)
 
+    @staticmethod
+    def _check_instance_values(instance: torch.Tensor) -> None:
+        """Integer, non-negative labels; binary when one-hot (``(B, N > 1, P)``). Synchronises with the device."""
+        if instance.is_floating_point():
+            if not torch.isfinite(instance).all():
+                raise ValueError("target 'instance' contains NaN or inf.")
+            if not torch.equal(instance, instance.round()):
+                raise ValueError("target 'instance' must hold integer labels, found non-integer values.")
+        if (instance < 0).any():
+            raise ValueError("target 'instance' has negative labels; 0 is background and ids are >= 1.")
+        if instance.shape[1] > 1 and ((instance != 0) & (instance != 1)).any():
+            raise ValueError(
+                f"a target 'instance' with {instance.shape[1]} channels is read as a one-hot stack and must be "
+                "binary (0/1); pass a label map as (B, 1, *spatial)."
+            )
+
     def _object_pairs(self, instance: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Flat list of the objects of the batch (grouped by image, in image order).
 
@@ -152,15 +174,6 @@ class SpatialEmbeddingLoss(_Loss):
         """
         if instance.dtype == torch.bool:
             instance = instance.to(torch.uint8)
-        if instance.is_floating_point():
-            if not torch.isfinite(instance).all():
-                raise ValueError("target 'instance' contains NaN or inf.")
-            if not torch.equal(instance, instance.round()):
-                raise ValueError("target 'instance' must hold integer labels, found non-integer values.")
-        elif instance.is_complex():
-            raise TypeError("target 'instance' must be an integer label map or a binary one-hot stack.")
-        if (instance < 0).any():
-            raise ValueError("target 'instance' has negative labels; 0 is background and ids are >= 1.")
         batch, n_ch, n_pix = instance.shape
         if n_ch == 1:  # label map
             labels = instance[:, 0].long()
@@ -171,11 +184,6 @@ class SpatialEmbeddingLoss(_Loss):
             order = torch.argsort(pair_obj * n_pix + pair_pix)
             pair_obj, pair_pix = pair_obj[order], pair_pix[order]
         else:
-            if ((instance != 0) & (instance != 1)).any():
-                raise ValueError(
-                    f"a target 'instance' with {n_ch} channels is read as a one-hot stack and must be binary (0/1); "
-                    "pass a label map as (B, 1, *spatial)."
-                )
             fg_img, fg_ch, pair_pix = torch.nonzero(instance, as_tuple=True)
             present = torch.zeros(batch * n_ch, dtype=torch.bool, device=instance.device)
             present[fg_img * n_ch + fg_ch] = True  # non-empty channels, in (image, channel) order
@@ -220,8 +228,12 @@ class SpatialEmbeddingLoss(_Loss):
             )
         if tuple(center.shape) != (batch, 1, *spatial):
             raise ValueError(f"target 'center' must have shape {(batch, 1, *spatial)}, got {tuple(center.shape)}.")
-        if not torch.isfinite(input).all():
-            raise ValueError("input contains NaN or inf.")
+        if instance.is_complex():
+            raise TypeError("target 'instance' must be an integer label map or a binary one-hot stack.")
+        if self.validate:
+            if not torch.isfinite(input).all():
+                raise ValueError("input contains NaN or inf.")
+            self._check_instance_values(instance)
         spacing = resolve_spacing(self.spacing, spatial_dims)
         device = input.device
         dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
@@ -348,7 +360,7 @@ class SpatialEmbeddingLoss(_Loss):
             # the Lovasz extension is positively homogeneous: order by the halved errors, double the loss below
             errors[pair_obj, pair_pix] = 1.0 - phi_pairs
             F.threshold(errors, _MIN_ERROR, 0.0, inplace=True)
-            perm = _lovasz_order(errors, nonnegative=True)  # (k, L)
+            perm = lovasz_order(errors, nonnegative=True)  # (k, L)
             del errors
             masks = torch.zeros(n_obj, n_pix, dtype=torch.bool, device=emb.device)
             masks[pair_obj, pair_pix] = True
@@ -357,7 +369,7 @@ class SpatialEmbeddingLoss(_Loss):
         exponent = ((emb_sel - center[:, None]) * scale[:, None]).square().sum(-1).clamp(max=_MAX_EXPONENT)
         phi_sel = torch.exp(-exponent)
         half_errors = F.threshold(torch.where(gt_sorted, 1.0 - phi_sel, phi_sel), _MIN_ERROR, 0.0)
-        return 2.0 * _lovasz_sorted(half_errors, gt_sorted, size)
+        return 2.0 * lovasz_sorted(half_errors, gt_sorted, size)
 
     @staticmethod
     def _centers(

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from monai.metrics import CumulativeIterationMetric
 
-from monai_embedseg.metrics.matching import _check_thresholds, ap_from_counts, image_match_counts
+from monai_embedseg.metrics.matching import check_thresholds, ap_from_counts, image_match_counts
+from monai_embedseg.constants import IOU_THRESHOLDS
 
 __all__ = ["APDSBMetric"]
 
@@ -36,7 +37,7 @@ class APDSBMetric(CumulativeIterationMetric):
 
     def __init__(
         self,
-        thresholds: Sequence[float] | float = (0.5, 0.6, 0.7, 0.8, 0.9),
+        thresholds: Sequence[float] | float = IOU_THRESHOLDS,
         by_image: bool = False,
         empty_value: float = 1.0,
         reduction: str = "none",
@@ -45,7 +46,7 @@ class APDSBMetric(CumulativeIterationMetric):
         if reduction not in ("none", "mean"):
             raise ValueError(f"reduction must be 'none' or 'mean' (over thresholds), got {reduction!r}.")
         self.reduction = reduction
-        self.thresholds = _check_thresholds(thresholds)
+        self.thresholds = check_thresholds(thresholds)
         self.by_image = bool(by_image)
         self.empty_value = float(empty_value)
 

@@ -27,7 +27,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["ap_dsb", "matching_report", "image_match_counts"]
+from monai_embedseg.labels import check_instance_labels
+
+__all__ = ["ap_dsb", "matching_report", "image_match_counts", "ap_from_counts", "check_thresholds"]
 
 #: ratio statistics reported per threshold (averaged per image when ``by_image``)
 _RATIO_KEYS = (
@@ -51,22 +53,11 @@ def _as_numpy(x: Any, name: str) -> np.ndarray:
     raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}.")
 
 
-def _check_integer_labels(x: np.ndarray, name: str) -> np.ndarray:
-    """Return ``x`` as int64 after checking that it holds non-negative integers."""
-    if x.dtype == bool:
-        return x.astype(np.int64)
-    if np.issubdtype(x.dtype, np.floating):
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"{name} contains NaN or infinite values; expected integer instance labels.")
-        if not np.all(np.equal(np.mod(x, 1), 0)):
-            raise ValueError(
-                f"{name} has non-integer float values (dtype {x.dtype}); expected integer instance labels."
-            )
-    elif not np.issubdtype(x.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer instance labels, got dtype {x.dtype}.")
-    if x.size and x.min() < 0:
-        raise ValueError(f"{name} has negative labels (min {x.min()}); expected 0 = background and ids >= 1.")
-    return x.astype(np.int64, copy=False)
+def _check_integer_labels(x: np.ndarray, name: str, one_hot: bool = False) -> np.ndarray:
+    """Return ``x`` (a label map ``(*spatial)`` or a one-hot stack ``(N, *spatial)``) as int64 after
+    :func:`~monai_embedseg.labels.check_instance_labels`."""
+    checked = check_instance_labels(x if one_hot else x[None], one_hot=one_hot, what=name)
+    return np.asarray(checked if one_hot else checked[0]).astype(np.int64, copy=False)
 
 
 def _prepare_pair(y_true: Any, y_pred: Any, one_hot: bool | None) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -92,10 +83,7 @@ def _prepare_pair(y_true: Any, y_pred: Any, one_hot: bool | None) -> tuple[np.nd
                 f"one-hot y_true must have shape (N, *spatial) with spatial = {p_sp} (from y_pred {p_shape}), "
                 f"got {t.shape}."
             )
-        t = _check_integer_labels(t, "y_true (one-hot)")
-        if t.size and t.max() > 1:
-            raise ValueError(f"one-hot y_true must be binary (0/1), got max value {t.max()}.")
-        return t, p, True
+        return _check_integer_labels(t, "y_true", one_hot=True), p, True
     if t.shape != p_sp and not (t.ndim == len(p_sp) + 1 and t.shape[0] == 1 and t.shape[1:] == p_sp):
         raise ValueError(f"y_true shape {t.shape} does not match y_pred shape {p_shape}.")
     return _check_integer_labels(t.reshape(p_sp), "y_true"), p, False
@@ -174,7 +162,8 @@ def _match(rows: np.ndarray, cols: np.ndarray, iou: np.ndarray, thresh: float) -
     return tp + int(ok.sum()), score + float(iou_tab[a, b][ok].sum())
 
 
-def _check_thresholds(thresholds: Sequence[float] | float) -> tuple[float, ...]:
+def check_thresholds(thresholds: Sequence[float] | float) -> tuple[float, ...]:
+    """IoU thresholds as a tuple of floats in ``(0, 1]``; raises ``ValueError`` for an empty or out-of-range one."""
     th = (float(thresholds),) if np.isscalar(thresholds) else tuple(float(t) for t in thresholds)  # type: ignore
     if len(th) == 0 or not all(0.0 < t <= 1.0 for t in th):
         raise ValueError(f"thresholds must be a non-empty sequence of values in (0, 1], got {thresholds}.")
@@ -198,7 +187,7 @@ def image_match_counts(
     Raises:
         ValueError: shape mismatch, float (non-integer), NaN or negative labels, non-binary one-hot, bad thresholds.
     """
-    th = _check_thresholds(thresholds)
+    th = check_thresholds(thresholds)
     t, p, is_oh = _prepare_pair(y_true, y_pred, one_hot)
     n_true, n_pred, rows, cols, iou = _overlap_table(t, p, is_oh)
     out = np.zeros((len(th), 6))
@@ -261,7 +250,7 @@ def matching_report(
         list (one per threshold) of dicts with keys ``thresh, by_image, tp, fp, fn, n_true, n_pred, precision,
         recall, accuracy (= AP_dsb), f1, mean_true_score, mean_matched_score, panoptic_quality``.
     """
-    th = _check_thresholds(thresholds)
+    th = check_thresholds(thresholds)
     counts = _dataset_counts(y_true, y_pred, th, one_hot)  # (n_images, T, 6)
     reports = []
     for i, thr in enumerate(th):
@@ -305,7 +294,7 @@ def ap_dsb(
         TypeError: inputs are not lists of arrays/tensors.
         ValueError: different numbers of images, shape mismatch, float (non-integer), NaN or negative labels.
     """
-    th = _check_thresholds(thresholds)
+    th = check_thresholds(thresholds)
     counts = _dataset_counts(y_true, y_pred, th, one_hot)
     return ap_from_counts(counts[..., :3], by_image=by_image, empty_value=empty_value)
 

@@ -9,6 +9,7 @@ import torch
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.utils import convert_to_dst_type, convert_to_numpy
 
+from monai_embedseg.labels import check_instance_labels, one_hot_to_label_map
 from monai_embedseg.embedding import (
     OFFSET_SCALE,
     SIGMA_SCALE,
@@ -20,21 +21,11 @@ from monai_embedseg.embedding import (
 __all__ = ["oracle_prediction"]
 
 
-def _as_label_map(label: np.ndarray) -> np.ndarray:
+def _as_label_map(label: NdarrayOrTensor) -> np.ndarray:
     """``(1, *spatial)`` label map or ``(N, *spatial)`` one-hot stack -> ``(*spatial)`` int64 label map."""
-    if label.dtype.kind not in "biu" and not (label.dtype.kind == "f" and np.all(np.mod(label, 1) == 0)):
-        raise ValueError(f"label must hold integer values, got dtype {label.dtype} with fractional values.")
-    if label.size and label.min() < 0:
-        raise ValueError("label must not contain negative values.")
-    if label.shape[0] == 1:
-        return label[0].astype(np.int64)
-    if label.size and label.max() > 1:
-        raise ValueError(
-            f"a one-hot stack (N={label.shape[0]} channels) must be binary, got values up to {label.max()}."
-        )
-    # later channel wins at overlaps: id of the highest non-zero channel
-    ids = np.arange(1, label.shape[0] + 1, dtype=np.int64).reshape(-1, *([1] * (label.ndim - 1)))
-    return (label.astype(bool) * ids).max(axis=0)
+    label = check_instance_labels(label)
+    label_map = label if label.shape[0] == 1 else one_hot_to_label_map(label)
+    return convert_to_numpy(label_map)[0].astype(np.int64, copy=False)
 
 
 def oracle_prediction(
@@ -72,21 +63,14 @@ def oracle_prediction(
     """
     from monai_embedseg.medoid import object_centers
 
-    if not isinstance(label, (np.ndarray, torch.Tensor)):
-        raise TypeError(f"label must be a numpy array or torch tensor, got {type(label).__name__}.")
-    lab_np = convert_to_numpy(label)
-    if lab_np.ndim not in (3, 4):
-        raise ValueError(f"label must be (C, *spatial) with 2 or 3 spatial dims, got shape {lab_np.shape}.")
-    if lab_np.shape[0] < 1:
-        raise ValueError("label has no channel.")
-    spatial_dims = lab_np.ndim - 1
+    lab = _as_label_map(label)
+    spatial_dims = lab.ndim
     sp = resolve_spacing(spacing, spatial_dims)
     sigma = 0.5 * min(sp) if sigma is None else float(sigma)
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma}.")
     if not 0 < eps < 0.5:
         raise ValueError(f"eps must be in (0, 0.5), got {eps}.")
-    lab = _as_label_map(lab_np)
     spatial = lab.shape
     coords = pixel_coordinates(spatial, sp, dtype=torch.float64)  # (D, *spatial)
     embedding = coords.clone()

@@ -26,8 +26,6 @@ from .labels import (
     ValidateInstanceLabelsd,
     ValidateInstanceLabelsD,
     ValidateInstanceLabelsDict,
-    check_instance_labels,
-    instance_bboxes,
 )
 from .crop import RandObjectCrop, RandObjectCropd, RandObjectCropD, RandObjectCropDict
 from .cluster import (

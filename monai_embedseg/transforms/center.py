@@ -10,42 +10,16 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_data_type, convert_to_dst_type, ensure_tuple_rep
 
+from monai_embedseg.labels import check_instance_labels
 from monai_embedseg.medoid import CENTER_MODES, object_centers
 
 __all__ = ["GenerateCenterImage", "GenerateCenterImaged", "GenerateCenterImageD", "GenerateCenterImageDict"]
 
 
 def _validated_labels(label: NdarrayOrTensor) -> np.ndarray:
-    """Check an instance label map ``(1, *spatial)`` or one-hot stack ``(N, *spatial)``; return it as numpy int64.
-
-    Raises:
-        TypeError: not a numpy array / torch tensor, or a non-numeric dtype.
-        ValueError: wrong ndim, NaN/inf, non-integer or negative labels, a non-binary one-hot stack.
-    """
-    if not isinstance(label, (np.ndarray, torch.Tensor)):
-        raise TypeError(f"label must be a numpy array or a torch tensor, got {type(label).__name__}.")
-    arr = convert_data_type(label, np.ndarray)[0]
-    if arr.ndim not in (3, 4):
-        raise ValueError(
-            f"label must be channel-first (C, *spatial) with 2 or 3 spatial dims (3 or 4 dims), got shape {arr.shape}."
-        )
-    if arr.dtype == bool:
-        return arr.astype(np.int64)
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise TypeError(f"label must have an integer, bool or integer-valued float dtype, got {arr.dtype}.")
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all():
-            raise ValueError("label contains NaN or infinite values.")
-        if not (arr == np.round(arr)).all():
-            raise ValueError("float label must be integer-valued (instance ids), got fractional values.")
-    if arr.size and arr.min() < 0:
-        raise ValueError(f"labels must be >= 0 (0 = background), got minimum {arr.min()}.")
-    if arr.shape[0] > 1 and arr.size and arr.max() > 1:
-        raise ValueError(
-            f"a multi-channel label (N={arr.shape[0]}) is read as a one-hot stack and must be binary, "
-            f"got maximum {arr.max()}."
-        )
-    return arr.astype(np.int64, copy=False)
+    """Labels ``(1, *spatial)`` or ``(N, *spatial)`` as int64, checked by ``labels.check_instance_labels``."""
+    checked = check_instance_labels(label)
+    return convert_data_type(checked, np.ndarray)[0].astype(np.int64, copy=False)
 
 
 class GenerateCenterImage(Transform):

@@ -45,6 +45,7 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 from scipy import ndimage
 
 from monai_embedseg.embedding import OFFSET_SCALE, SIGMA_SCALE, decode_pixels, n_sigma_of, resolve_spacing
+from monai_embedseg.constants import FG_THRESH, SEED_THRESH
 
 __all__ = [
     "CLAIM_Q",
@@ -61,8 +62,8 @@ CLAIM_Q = 2.0 * math.log(2.0)
 _RADIUS_MARGIN = 1.0 + 1e-5  # safety factor on the per-axis claim radius used to select grid cells
 
 
-def _check_prediction(pred: torch.Tensor) -> int:
-    """Validate a raw prediction ``(C, *spatial)`` and return its number of spatial dims."""
+def _check_prediction(pred: torch.Tensor, validate: bool = True) -> int:
+    """Check a raw prediction ``(C, *spatial)`` (its values only if ``validate``); return its spatial dims."""
     if not isinstance(pred, torch.Tensor):
         raise TypeError(f"pred must be a torch.Tensor, got {type(pred).__name__}.")
     if pred.ndim not in (3, 4):
@@ -73,7 +74,7 @@ def _check_prediction(pred: torch.Tensor) -> int:
         raise TypeError(f"pred must be a floating point tensor, got {pred.dtype}.")
     spatial_dims = pred.ndim - 1
     n_sigma_of(pred.shape[0], spatial_dims)
-    if not math.isfinite(float(pred.sum())) and not bool(torch.isfinite(pred).all()):  # cheap test first
+    if validate and not math.isfinite(float(pred.sum())) and not bool(torch.isfinite(pred).all()):  # cheap first
         raise ValueError("pred contains NaN or Inf values.")
     return spatial_dims
 
@@ -175,6 +176,71 @@ def _gather_ranges(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> 
     return np.concatenate([values[a:b] for a, b in zip(starts.tolist(), ends.tolist())])
 
 
+class _SeedQueue:
+    """Seed pixels in the order they are tried (:func:`_seed_order`), skipping those already visited.
+
+    Args:
+        order: ``(m,)`` foreground indices of the seed candidates, in the order to try them.
+        visited: ``(n,)`` bool, shared with the caller, who marks visited pixels and reports how many of them are
+            seed candidates (:meth:`add_visited`), so the queue can drop them in amortised ``O(n)``.
+    """
+
+    def __init__(self, order: np.ndarray, visited: np.ndarray) -> None:
+        self.order, self.visited = order, visited
+        self.ptr, self.pending = 0, 0  # pending: visited entries in order[ptr:]
+
+    def add_visited(self, count: int) -> None:
+        """Record that ``count`` more seed candidates were visited."""
+        self.pending += count
+
+    def pop(self) -> int | None:
+        """The next unvisited seed, or ``None`` when all are visited."""
+        if 2 * self.pending > self.order.size - self.ptr > 4096:  # drop visited seeds from the queue
+            rest = self.order[self.ptr :]
+            self.order, self.ptr, self.pending = rest[~self.visited[rest]], 0, 0
+        step = 32
+        while self.ptr < self.order.size:  # scan in growing vectorised chunks
+            chunk = self.visited[self.order[self.ptr : self.ptr + step]]
+            j = int(chunk.argmin())
+            if not chunk[j]:
+                self.ptr += j + 1
+                self.pending -= j
+                return int(self.order[self.ptr - 1])
+            self.ptr += chunk.size
+            self.pending -= chunk.size
+            step *= 2
+        return None
+
+
+def _proposal(
+    emb: list[np.ndarray], sig: list[np.ndarray], s: int, grid: _EmbeddingGrid, claim_radius: float, max_rows: int
+) -> np.ndarray:
+    """Foreground pixels (indices) whose embedding has ``phi > 0.5`` under the Gaussian of seed ``s``.
+
+    Args:
+        emb, sig: per axis ``(n,)`` contiguous embeddings and bandwidths (all arithmetic in their dtype).
+        s: the seed's foreground index; grid: the embedding grid used to test only nearby pixels.
+    """
+    n = emb[0].size
+    c = [a[s] for a in emb]  # numpy scalars of the working dtype
+    sg = [a[s] for a in sig]
+    radius = [float(r) * claim_radius + 1e-9 * (abs(float(x)) + 1.0) for x, r in zip(c, sg)]
+    rng = grid.ranges([float(x) for x in c], radius, max_rows)
+    idx = np.arange(n, dtype=np.int64) if rng is None else _gather_ranges(grid.perm, *rng)
+    # q = sum_d ((e_d - c_d) / sigma_d) ** 2, summed over the axes in order (as in the definition)
+    t = emb[0][idx]
+    t -= c[0]
+    t /= sg[0]
+    q = t * t
+    for i in range(1, len(emb)):
+        t = emb[i][idx]
+        t -= c[i]
+        t /= sg[i]
+        t *= t
+        q += t
+    return idx[q < emb[0].dtype.type(CLAIM_Q)]
+
+
 def _greedy(
     emb: np.ndarray,
     sig: np.ndarray,
@@ -195,12 +261,10 @@ def _greedy(
     Returns:
         ``claim (n,)`` int32 object ids (0 = none, in acceptance order), confidence and size of every object.
     """
-    d, n = emb.shape
-    dtype = emb.dtype.type
-    emb = [np.ascontiguousarray(a) for a in emb]  # one contiguous array per axis: column-wise arithmetic is fastest
-    claim_q = dtype(CLAIM_Q)
+    n = emb.shape[1]
     claim_radius = math.sqrt(CLAIM_Q) * _RADIUS_MARGIN
-    cand = np.flatnonzero(seed > seed_thresh)
+    is_seed = seed > seed_thresh
+    cand = np.flatnonzero(is_seed)
     claim = np.zeros(n, dtype=np.int32)
     confs: list[float] = []
     sizes: list[int] = []
@@ -209,68 +273,27 @@ def _greedy(
     sample = cand[:: max(1, cand.size // 4096)]
     cell = np.median(sig[:, sample], axis=1).astype(np.float64) * claim_radius
     cell = np.maximum(cell, [1e-15 * (hi - lo + 1.0) for lo, hi in bounds])  # keep extent / cell finite
-    grid = _EmbeddingGrid(emb, cell, bounds)
-    perm = grid.perm
-    order = _seed_order(seed[cand], cand)
-    del cand
-    e, sg_ax = emb, [np.ascontiguousarray(a) for a in sig]
-    is_seed = seed > seed_thresh
+    axes = [np.ascontiguousarray(a) for a in emb]  # one contiguous array per axis: column-wise arithmetic is fastest
+    grid = _EmbeddingGrid(axes, cell, bounds)
+    sig_axes = [np.ascontiguousarray(a) for a in sig]
     visited = np.zeros(n, dtype=bool)
+    queue = _SeedQueue(_seed_order(seed[cand], cand), visited)
     max_rows = max(64, n // 256)
-    ptr, n_order, pending, next_id = 0, order.size, 0, 1  # pending: visited entries in order[ptr:]
-    while True:
-        if 2 * pending > n_order - ptr > 4096:  # drop visited seeds from the queue (amortised O(n))
-            rest = order[ptr:]
-            order = rest[~visited[rest]]
-            ptr, n_order, pending = 0, order.size, 0
-        step = 32
-        while ptr < n_order:  # next unvisited seed, scanning in growing vectorised chunks
-            chunk = visited[order[ptr : ptr + step]]
-            j = int(chunk.argmin())
-            if not chunk[j]:
-                ptr += j
-                pending -= j
-                break
-            ptr += chunk.size
-            pending -= chunk.size
-            step *= 2
-        if ptr >= n_order:
-            break
-        s = int(order[ptr])
-        ptr += 1
-        c = [a[s] for a in e]  # numpy scalars of the working dtype
-        sg = [a[s] for a in sg_ax]
-        radius = [float(r) * claim_radius + 1e-9 * (abs(float(x)) + 1.0) for x, r in zip(c, sg)]
-        rng = grid.ranges([float(x) for x in c], radius, max_rows)
-        idx = np.arange(n, dtype=np.int64) if rng is None else _gather_ranges(perm, *rng)
-        # q = sum_d ((e_d - c_d) / sigma_d) ** 2, summed over the axes in order (as in the definition)
-        t = e[0][idx]
-        t -= c[0]
-        t /= sg[0]
-        q = t * t
-        for i in range(1, d):
-            t = e[i][idx]
-            t -= c[i]
-            t /= sg[i]
-            t *= t
-            q += t
-        keep = q < claim_q
+    while (s := queue.pop()) is not None:
+        prop = _proposal(axes, sig_axes, s, grid, claim_radius, max_rows)
         if comp is not None:
-            keep &= comp[idx] == comp[s]
-        prop = idx[keep]
+            prop = prop[comp[prop] == comp[s]]
         visited[s] = True
         new = prop[~visited[prop]]
         visited[new] = True
-        pending += int(np.count_nonzero(is_seed[new]))
-        n_prop = prop.size
-        if n_prop < min_object_size:
+        queue.add_visited(int(np.count_nonzero(is_seed[new])))
+        if prop.size < min_object_size:
             continue
         free = prop[claim[prop] == 0]
-        if free.size > min_unclaimed * n_prop:
-            claim[free] = next_id
+        if free.size > min_unclaimed * prop.size:
+            claim[free] = len(confs) + 1
             confs.append(float(seed[s]))
             sizes.append(int(free.size))
-            next_id += 1
     return claim, confs, sizes
 
 
@@ -316,13 +339,14 @@ def _decode_foreground(
 def cluster_embeddings(
     pred: torch.Tensor,
     spacing: Sequence[float] | float | None = None,
-    seed_thresh: float = 0.9,
-    fg_thresh: float = 0.5,
+    seed_thresh: float = SEED_THRESH,
+    fg_thresh: float = FG_THRESH,
     min_object_size: int = 0,
     min_unclaimed: float = 0.5,
     split_components: bool = False,
     offset_scale: float = OFFSET_SCALE,
     sigma_scale: float = SIGMA_SCALE,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy EmbedSeg clustering of one raw prediction into an instance label map (see the module docstring).
 
@@ -338,6 +362,8 @@ def cluster_embeddings(
             its seed, so claims never cross components (a semantic option: it costs one ``scipy.ndimage.label``
             and one extra comparison per tested pixel, it does not make the clustering faster).
         offset_scale, sigma_scale: decoding scales, see :func:`~monai_embedseg.embedding.decode_prediction`.
+        validate: check ``pred`` for NaN/Inf first (one host synchronisation; ``False`` skips it when the caller
+            knows the prediction is finite).
 
     Returns:
         ``labels`` int32 ``(1, *spatial)`` (0 = background, objects ``1..K`` in seed order) and ``confidence``
@@ -348,7 +374,7 @@ def cluster_embeddings(
             non-finite or zero bandwidth.
         TypeError: ``pred`` is not a floating point torch tensor.
     """
-    spatial_dims = _check_prediction(pred)
+    spatial_dims = _check_prediction(pred, validate)
     if isinstance(pred, torch.Tensor) and hasattr(pred, "as_tensor"):
         pred = pred.as_tensor()  # drop MetaTensor bookkeeping for speed
     dtype = pred.dtype if pred.dtype in (torch.float32, torch.float64) else torch.float32
@@ -392,7 +418,7 @@ class EmbedSegCluster(Transform):
 
     Args:
         spacing, seed_thresh, fg_thresh, min_object_size, min_unclaimed, split_components, offset_scale,
-            sigma_scale: see :func:`cluster_embeddings`.
+            sigma_scale, validate: see :func:`cluster_embeddings`.
         return_confidence: also return the per-object confidence ``(K,)``.
 
     Input ``(C, *spatial)`` numpy array or tensor; output int32 label map ``(1, *spatial)`` of the same kind
@@ -404,14 +430,15 @@ class EmbedSegCluster(Transform):
     def __init__(
         self,
         spacing: Sequence[float] | float | None = None,
-        seed_thresh: float = 0.9,
-        fg_thresh: float = 0.5,
+        seed_thresh: float = SEED_THRESH,
+        fg_thresh: float = FG_THRESH,
         min_object_size: int = 0,
         min_unclaimed: float = 0.5,
         split_components: bool = False,
         return_confidence: bool = False,
         offset_scale: float = OFFSET_SCALE,
         sigma_scale: float = SIGMA_SCALE,
+        validate: bool = True,
     ) -> None:
         self.spacing = spacing
         self.seed_thresh = seed_thresh
@@ -422,6 +449,7 @@ class EmbedSegCluster(Transform):
         self.return_confidence = return_confidence
         self.offset_scale = offset_scale
         self.sigma_scale = sigma_scale
+        self.validate = validate
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor | tuple[NdarrayOrTensor, NdarrayOrTensor]:
         """Cluster ``img`` ``(C, *spatial)``; see the class docstring for the output."""
@@ -440,6 +468,7 @@ class EmbedSegCluster(Transform):
             split_components=self.split_components,
             offset_scale=self.offset_scale,
             sigma_scale=self.sigma_scale,
+            validate=self.validate,
         )
         out = convert_to_dst_type(labels, img, dtype=torch.int32)[0]
         if not self.return_confidence:
@@ -456,7 +485,7 @@ class EmbedSegClusterd(MapTransform):
         output_keys: where to write the label maps ``(1, *spatial)``, one per key (``None``: overwrite ``keys``).
         confidence_keys: where to write the confidences ``(K,)``, one per key (``None``: not stored).
         spacing, seed_thresh, fg_thresh, min_object_size, min_unclaimed, split_components, offset_scale,
-            sigma_scale: see :func:`cluster_embeddings`.
+            sigma_scale, validate: see :func:`cluster_embeddings`.
         allow_missing_keys: skip missing keys instead of raising.
     """
 
@@ -468,13 +497,14 @@ class EmbedSegClusterd(MapTransform):
         output_keys: KeysCollection | None = None,
         confidence_keys: KeysCollection | None = None,
         spacing: Sequence[float] | float | None = None,
-        seed_thresh: float = 0.9,
-        fg_thresh: float = 0.5,
+        seed_thresh: float = SEED_THRESH,
+        fg_thresh: float = FG_THRESH,
         min_object_size: int = 0,
         min_unclaimed: float = 0.5,
         split_components: bool = False,
         offset_scale: float = OFFSET_SCALE,
         sigma_scale: float = SIGMA_SCALE,
+        validate: bool = True,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -490,6 +520,7 @@ class EmbedSegClusterd(MapTransform):
             return_confidence=True,
             offset_scale=offset_scale,
             sigma_scale=sigma_scale,
+            validate=validate,
         )
 
     def _expand(self, names: KeysCollection, what: str) -> tuple[Hashable, ...]:

@@ -21,7 +21,7 @@ from monai.utils import (
     fall_back_tuple,
 )
 
-from monai_embedseg.transforms.labels import _is_one_hot, _where, check_instance_labels, instance_bboxes, label_source
+from monai_embedseg.labels import check_instance_labels, file_hint, instance_bboxes, is_one_hot, label_source
 
 __all__ = ["RandObjectCrop", "RandObjectCropd", "RandObjectCropD", "RandObjectCropDict"]
 
@@ -103,7 +103,7 @@ class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
         label = check_instance_labels(label, self.one_hot, source=self._source)
         spatial = tuple(int(s) for s in label.shape[1:])
         roi = np.asarray(self.effective_roi(spatial), np.int64)
-        keys, starts, stops, sizes = instance_bboxes(label, _is_one_hot(label, self.one_hot))
+        keys, starts, stops, sizes = instance_bboxes(label, is_one_hot(label, self.one_hot))
         n, sd = self.num_samples, len(spatial)
         if len(keys) == 0:
             shape = np.asarray(spatial, np.int64)
@@ -130,7 +130,7 @@ class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
         if spatial != self._spatial:
             raise ValueError(
                 f"image spatial shape {spatial} (full {tuple(img.shape)}) != label spatial shape {self._spatial}"
-                f"{_where(label_source(img) or self._source)}."
+                f"{file_hint(label_source(img) or self._source)}."
             )
         start = self.starts[index]
         lo = [min(max(s, 0), n) for s, n in zip(start, spatial)]

@@ -9,7 +9,9 @@ import torch
 __all__ = ["load_weights"]
 
 
-def load_weights(network: torch.nn.Module, path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+def load_weights(
+    network: torch.nn.Module, path: str | Path, map_location: str | torch.device = "cpu"
+) -> torch.nn.Module:
     """Load a state dict (bare, or under ``"model"`` as ``CheckpointSaver`` writes it) into ``network``.
 
     Raises:

@@ -49,7 +49,8 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
                 raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True).") from None
             except OSError:  # no hard links on this file system: check, then replace
                 if os.path.exists(path):
-                    raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True).")
+                    msg = f"refusing to overwrite existing file {path} (pass overwrite=True)."
+                    raise FileExistsError(msg) from None
                 os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -18,7 +18,7 @@ __all__ = ["FastForward", "bf16_supported", "resolve_precision"]
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bf16_supported(device_type: str) -> bool:
     """Whether ``device_type`` (``"cpu"`` or ``"cuda"``) runs bf16 convolutions natively (not emulated)."""
     if device_type == "cuda":
