@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_embedseg.bundle.pipelines import infer_transforms
+from monai.bundle import ConfigParser
+
 from monai_embedseg.data.synthetic import synthetic_nuclei_2d
 from monai_embedseg.inferers import EmbedSegInferer
 from monai_embedseg.networks.nets import BranchedERFNet, FastForward
@@ -43,7 +44,10 @@ def load_image(path: str | None) -> torch.Tensor:
     if path is None:
         img, _ = synthetic_nuclei_2d(shape=(1022, 1024), n_objects=(150, 200), seed=0)
         return torch.from_numpy(img)[None, None].float()
-    return torch.as_tensor(infer_transforms()({"image": path})["image"])[None].float()
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "usiigaci" / "configs" / "inference.json"))
+    preprocessing = parser.get_parsed_content("preprocessing")  # loading and normalisation as the bundle does
+    return torch.as_tensor(preprocessing({"image": path})["image"])[None].float()
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,131 +76,167 @@ def segment(
     model: str | None = None,
     spacing: Sequence[float] | None = None,
 ) -> list[Path]:
-    """Segment images with a bundle's network and a checkpoint; write ``<name>_labels.tif`` into ``output_dir``.
+    """Segment images by running the bundle's ``configs/inference.json``; write ``<name>_labels.tif`` files.
+
+    The bundle's inference workflow runs as ``python -m monai.bundle run inference`` would run it (MONAI
+    ``ConfigWorkflow``), with the images, weights and options below as overrides: both give identical labels.
 
     Args:
         inputs: image files (``.tif``, ``.nii.gz``) or folders of them, each ``(*spatial)`` or ``(C, *spatial)``.
-        bundle: bundle folder; its ``configs/inference.json`` gives the network, tile size and precision.
-        checkpoint: weights (default ``<bundle>/models/model.pt``).
-        properties: ``dataset_properties.json`` written by training (default: beside the checkpoint); gives the
-            minimum object size and the spacing training used.
+        bundle: bundle folder (``configs/inference.json``).
+        output_dir: folder for the label images (label maps ``(*spatial)``, uint16, or uint32 past 65,535 objects).
+        checkpoint: weights (default ``<bundle>/models/model.pt``); ``dataset_properties.json`` and
+            ``thresholds.json`` are read from its folder.
+        properties: ``dataset_properties.json`` written by training, if not beside the checkpoint.
         tta: test-time augmentation (8 transforms in 2D, 16 in 3D).
-        roi_size: sliding-window tile size (default: the bundle's ``roi_size``).
+        roi_size: sliding-window size (default: the bundle's ``roi_size``).
+        overwrite: replace existing label images.
+        device: e.g. ``"cpu"``, ``"cuda:0"`` (default: the bundle's).
+        image_channel_dim: channel axis of multi-channel images on disk (default: the bundle's).
         precision: ``"auto"`` (bf16 where the device has it natively), ``"float32"`` or ``"bfloat16"`` (default:
-            the bundle's ``precision``).
+            the bundle's).
+        paper_thresholds: the paper's seed / foreground thresholds (0.9 / 0.5) instead of those tuned on the
+            validation split after training.
         model: an exported TorchScript (``python -m monai.bundle ckpt_export``) or ONNX (``.onnx``,
-            :func:`~monai_embedseg.networks.nets.export_onnx`, run with ONNX Runtime) network to run instead of the
-            bundle's network with ``checkpoint``; ``dataset_properties.json`` and ``thresholds.json`` are then read
-            from the model's folder (or ``properties``).
+            :func:`~monai_embedseg.networks.nets.export_onnx`) network to run instead of the bundle's network with
+            ``checkpoint``; properties and thresholds are then read from the model's folder.
         spacing: physical pixel size per spatial axis (z, y, x) of the images, when it differs from the training
-            data's (the embeddings and bandwidths are in physical units, so the clustering needs it).
-        paper_thresholds: use the paper's seed / foreground thresholds (0.9 / 0.5) and the dataset's minimum
-            object size instead of those tuned on the validation split after training (``thresholds.json`` beside
-            the checkpoint, used when present).
+            data's (the embeddings are in physical units, so the inferer and the clustering need it).
 
     Returns:
-        the written label files (label maps ``(*spatial)``, uint16, or uint32 past 65,535 objects).
+        the written label files, in input order.
     """
-    import torch
-    from monai.bundle import ConfigParser
-    from tqdm import tqdm
-
     from monai_embedseg.bundle.datasets import PROPERTIES_FILE
-    from monai_embedseg.bundle.pipelines import infer_transforms
-    from monai_embedseg.data.io import as_label_dtype, write_tiff
-    from monai_embedseg.data.properties import load_properties
-    from monai_embedseg.engines import read_thresholds
-    from monai_embedseg.inferers import EmbedSegInferer
-    from monai_embedseg.networks.nets import FastForward
-    from monai_embedseg.transforms.cluster import EmbedSegCluster
-    from monai_embedseg.utils.checkpoint import load_weights
-    from monai_embedseg.utils.threads import configure_threads
 
-    configure_threads()
-    config_file = Path(bundle) / "configs" / "inference.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{bundle} is not a bundle folder: {config_file} does not exist.")
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser["bundle_root"] = str(bundle)
-    checkpoint = Path(model or checkpoint or Path(bundle) / "models" / "model.pt")
-    if not checkpoint.is_file():
-        name = Path(bundle).name
+    bundle_dir = Path(bundle)
+    if not (bundle_dir / "configs" / "inference.json").is_file():
+        raise FileNotFoundError(f"{bundle} is not a bundle folder: {bundle_dir / 'configs' / 'inference.json'} "
+                                "does not exist.")
+    weights = Path(model or checkpoint or bundle_dir / "models" / "model.pt")
+    if not weights.is_file():
         raise FileNotFoundError(
-            f"no trained model at {checkpoint}: bundle '{name}' ships untrained. Train it first "
-            f"(python -m monai.bundle run training --config_file {Path(bundle) / 'configs' / 'train.json'} "
+            f"no trained model at {weights}: bundle '{bundle_dir.name}' ships untrained. Train it first "
+            f"(python -m monai.bundle run training --config_file {bundle_dir / 'configs' / 'train.json'} "
             "--dataset_dir DATA --output_dir OUT), then pass --checkpoint OUT/model.pt."
         )
-    properties = Path(properties) if properties else checkpoint.parent / PROPERTIES_FILE
-    if not properties.is_file():
+    props_file = Path(properties) if properties else weights.parent / PROPERTIES_FILE
+    if not props_file.is_file():
         raise FileNotFoundError(
-            f"{properties} not found: training writes it beside model.pt; pass --properties FILE if you moved it."
+            f"{props_file} not found: training writes it beside model.pt; pass --properties FILE if you moved it."
         )
-    props = load_properties(str(properties))
+    from monai_embedseg.data.properties import load_properties
+
     files = _collect_images(inputs)
-    out_dir = Path(output_dir)
-    targets = [out_dir / f"{file_stem(f)}_labels.tif" for f in files]
+    targets = [Path(output_dir) / f"{file_stem(f)}_labels.tif" for f in files]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --overwrite to replace.")
+    for f in files:
+        _check_readable(f)
+    overrides: dict = {
+        "bundle_root": str(bundle_dir),
+        "output_dir": str(weights.parent),
+        "ckpt_path": str(weights),
+        "properties": load_properties(str(props_file)),
+        "handlers": [],  # the bundle's log lines; the command shows a progress bar instead
+        "datalist": [{"image": str(f)} for f in files],
+        "prediction_dir": str(output_dir),
+        "overwrite": bool(overwrite),
+        "tta": bool(tta),
+        "use_tuned_thresholds": not paper_thresholds,
+    }
+    if device:
+        _check_device(device)
+        overrides["device"] = f"$torch.device({device!r})"
+    optional = dict(roi_size=roi_size, precision=precision, spacing=spacing, image_channel_dim=image_channel_dim)
+    overrides.update({k: list(v) if isinstance(v, (list, tuple)) else v for k, v in optional.items() if v is not None})
+    if model:
+        overrides.update(_exported_network(weights, device))
+    _run_inference_workflow(bundle_dir, overrides, files)
+    return targets
 
-    dev = _check_device(device) if device else parser.get_parsed_content("device")
-    spatial_dims = int(parser.get_parsed_content("spatial_dims"))
-    in_channels = int(parser.get_parsed_content("in_channels"))
-    if model and checkpoint.suffix == ".onnx":
+
+def _exported_network(path: Path, device: str | None) -> dict:
+    """Overrides that run an exported TorchScript / ONNX network instead of the bundle's ``network_def`` + weights."""
+    import torch
+
+    if path.suffix == ".onnx":
         from monai_embedseg.networks.nets import OnnxNetwork
 
-        network = OnnxNetwork(str(checkpoint)).eval()
-        precision = "float32"  # ONNX Runtime runs the exported graph as it is
-    elif model:
-        try:
-            network = torch.jit.load(str(checkpoint), map_location=dev).eval()
-        except Exception as e:  # torch raises RuntimeError/ValueError variants for non-TorchScript files
-            raise ValueError(f"{checkpoint} is not a TorchScript model ({type(e).__name__}: {e}).") from None
-    else:
-        network = load_weights(parser.get_parsed_content("network_def"), checkpoint, map_location="cpu").to(dev)
-        network.eval()
-    runner = FastForward(network, precision=precision or parser.get_parsed_content("precision")).eval()
-    tuned = read_thresholds(str(checkpoint.parent), int(props["min_object_size"]), use_tuned=not paper_thresholds)
-    spacing = spacing if spacing else props.get("spacing")  # what training used (dataset_properties.json)
+        return {"network": OnnxNetwork(str(path)).eval(), "precision": "float32"}  # ONNX Runtime runs it as exported
+    try:
+        network = torch.jit.load(str(path), map_location=device or "cpu").eval()
+    except Exception as e:  # torch raises RuntimeError/ValueError variants for non-TorchScript files
+        raise ValueError(f"{path} is not a TorchScript model ({type(e).__name__}: {e}).") from None
+    return {"network": network}
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The innermost ``__cause__`` of ``e`` (MONAI and Ignite wrap the error that says what went wrong)."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
+def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[Path]) -> None:
+    """Run ``inference.json`` of ``bundle_dir`` with ``overrides``: a progress bar over ``files`` and errors that
+    name the image being processed."""
+    from ignite.engine import Events
+    from monai.bundle import ConfigWorkflow
+    from tqdm import tqdm
+
+    configs = bundle_dir / "configs"
+    workflow = ConfigWorkflow(
+        config_file=str(configs / "inference.json"),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type="infer",
+        **overrides,
+    )
+    workflow.initialize()
+    parser = workflow.parser
+    spatial_dims, in_channels = int(parser.get_parsed_content("spatial_dims")), int(parser["in_channels"])
+    spacing = overrides.get("spacing")
     if spacing is not None and len(spacing) != spatial_dims:
         raise ValueError(f"--spacing needs {spatial_dims} values (one per spatial axis), got {list(spacing)}.")
-    inferer = EmbedSegInferer(roi_size=roi_size or parser.get_parsed_content("roi_size"), sw_batch_size=4, tta=tta,
-                              spacing=spacing, tta_batch_size=1)
-    cluster = EmbedSegCluster(
-        spacing=spacing,
-        seed_thresh=tuned["seed_thresh"],
-        fg_thresh=tuned["fg_thresh"],
-        min_object_size=tuned["min_object_size"],
-    )
-    if image_channel_dim is None and "image_channel_dim" in parser:
-        image_channel_dim = parser.get_parsed_content("image_channel_dim")
-    preprocess = infer_transforms(image_channel_dim=image_channel_dim)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for src, dst in tqdm(list(zip(files, targets)), desc="segment", unit="image"):
-        _check_readable(src)
-        try:
-            image = preprocess({"image": str(src)})["image"]
-        except RuntimeError as e:  # MONAI wraps reader errors; report the root cause with the file name
-            root = e
-            while root.__cause__ is not None:
-                root = root.__cause__
-            raise ValueError(f"cannot read image {src}: {root}") from e
-        shape = tuple(image.shape)  # (C, *spatial)
+    try:
+        evaluator = parser.get_parsed_content("evaluator")
+    except Exception as e:  # MONAI wraps a failing config expression; the cause says what is wrong
+        root = _root_cause(e)
+        if isinstance(root, (ValueError, FileNotFoundError, FileExistsError)):
+            raise root from None
+        raise
+    bar = tqdm(total=len(files), desc="segment", unit="image")
+
+    def current_file() -> str:
+        batch = evaluator.state.batch
+        meta = getattr(batch.get("image"), "meta", {}) if isinstance(batch, dict) else {}
+        name = meta.get("filename_or_obj")
+        return str(name[0] if isinstance(name, (list, tuple)) else name or "an image")
+
+    def check_shape(engine) -> None:
+        shape = tuple(engine.state.batch["image"].shape[1:])  # (C, *spatial)
         if len(shape) - 1 != spatial_dims or shape[0] != in_channels:
             raise ValueError(
-                f"{src}: image of shape {shape[1:] if shape[0] == 1 else shape} does not fit bundle "
-                f"'{Path(bundle).name}', which takes {spatial_dims}D images with {in_channels} channel(s)"
+                f"{current_file()}: image of shape {shape[1:] if shape[0] == 1 else shape} does not fit bundle "
+                f"'{bundle_dir.name}', which takes {spatial_dims}D images with {in_channels} channel(s)"
                 + (" (pass --channel-dim for a multi-channel image)" if in_channels > 1 or shape[0] > 1 else "")
                 + "."
             )
-        with torch.inference_mode():
-            pred = inferer(torch.as_tensor(image)[None].to(dev), runner)[0]
-        labels = cluster(pred)
-        write_tiff(str(dst), as_label_dtype(labels[0].cpu().numpy()), overwrite=overwrite)
-        written.append(dst)
-    return written
+
+    evaluator.logger.setLevel(logging.CRITICAL)  # the command reports a failure itself, in one line
+    evaluator.add_event_handler(Events.ITERATION_STARTED, check_shape)
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda _: bar.update())
+    try:
+        workflow.run()
+    except Exception as e:
+        root = _root_cause(e)
+        if isinstance(root, (ValueError, FileExistsError)) and str(root).startswith(current_file()):
+            raise root from None
+        raise ValueError(f"{current_file()}: {type(root).__name__}: {root}") from e
+    finally:
+        bar.close()
+    workflow.finalize()
 
 
 def evaluate(
@@ -304,7 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
     p.add_argument("--spacing", type=float, nargs="+", default=None,
                    help="pixel size per spatial axis, z y x (default: the training data's, dataset_properties.json)")
-    p.add_argument("--model", default=None, help="an exported TorchScript (.ts) or ONNX (.onnx) model to run instead of --checkpoint")
+    p.add_argument("--model", default=None,
+                   help="an exported TorchScript (.ts) or ONNX (.onnx) model to run instead of --checkpoint")
     p.add_argument("--properties", default=None, help="dataset_properties.json (default beside the checkpoint)")
     p.add_argument("--no-tta", dest="tta", action="store_false", help="disable test-time augmentation")
     p.add_argument("--tile", type=int, nargs="+", default=None, help="sliding-window tile size per axis")

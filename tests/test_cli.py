@@ -145,3 +145,29 @@ def test_demo_checks_its_arguments_and_a_one_epoch_demo_leaves_a_model(tmp_path,
     assert main(args) == 0  # validation every 10 epochs, yet the 1-epoch run is validated at its end
     assert (tmp_path / "out" / "model.pt").is_file() and (tmp_path / "out" / "ap_summary.csv").is_file()
     assert main(args) == 0  # the README command run twice: the demo replaces its own earlier run
+
+
+def test_segment_and_the_bundle_inference_give_identical_labels(dataset, model, tmp_path):
+    """One inference path: `segment` runs the bundle's inference.json, so both write the same label images."""
+    from monai.bundle import run
+
+    bundle = bundle_path("synthetic_2d")
+    torch.manual_seed(0)
+    net = BranchedERFNet(2, 1)
+    with torch.no_grad():
+        net.decoders[1][-1].bias.fill_(4.0)  # seed logits high: an untrained network that does claim objects
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    (tmp_path / "dataset_properties.json").write_text((model / "dataset_properties.json").read_text())
+    cli_out, bundle_out = tmp_path / "cli", tmp_path / "bundle"
+    assert main(["segment", str(dataset / "test" / "images"), "--bundle", bundle, "--output", str(cli_out),
+                 "--checkpoint", str(tmp_path / "model.pt"), "--tile", "32", "32"]) == 0
+    configs = f"{bundle}/configs"
+    run("inference", config_file=f"{configs}/inference.json", meta_file=f"{configs}/metadata.json",
+        logging_file=f"{configs}/logging.conf", bundle_root=bundle, output_dir=str(tmp_path), dataset_dir=str(dataset),
+        prediction_dir=str(bundle_out), roi_size=[32, 32])
+    cli_files = sorted(p.name for p in cli_out.glob("*_labels.tif"))
+    assert cli_files == sorted(p.name for p in bundle_out.glob("*_labels.tif")) and len(cli_files) == 2
+    labels = [(read_tiff(str(cli_out / n)), read_tiff(str(bundle_out / n))) for n in cli_files]
+    assert any(a.max() > 0 for a, _ in labels)  # the random network finds objects: the comparison means something
+    for a, b in labels:
+        assert a.dtype == b.dtype and np.array_equal(a, b)

@@ -244,15 +244,21 @@ def test_label_maps_past_65535_objects_are_written_as_uint32_without_wrapping(tm
     import torch
     from monai.data import MetaTensor
 
-    from monai_embedseg.bundle.pipelines import postprocessing
+    from monai.bundle import ConfigParser
+
+    from monai_embedseg.bundle.paths import bundle_path
     from monai_embedseg.data.io import as_label_dtype, read_tiff
 
     labels = np.arange(1, 75_626, dtype=np.int32).reshape(1, 275, 275)  # 75,625 objects, one pixel each
     assert as_label_dtype(labels).dtype == np.uint32 and as_label_dtype(labels % 1000).dtype == np.uint16
     with pytest.raises(ValueError, match=">= 0"):
         as_label_dtype(-labels)
-    # the bundles' postprocessing: cluster (patched out) then save
-    post = postprocessing(output_dir=str(tmp_path))
+    # the bundles' postprocessing (inference.json): cluster (skipped here) then save
+    parser = ConfigParser()
+    parser.read_config(f"{bundle_path('synthetic_2d')}/configs/inference.json")
+    parser.update({"prediction_dir": str(tmp_path), "voxel_spacing": None, "seed_thresh": 0.9, "fg_thresh": 0.5,
+                   "min_object_size": 0})
+    post = parser.get_parsed_content("postprocessing")
     save = post.transforms[1:]
     data = {"pred_labels": MetaTensor(torch.as_tensor(labels), meta={"filename_or_obj": str(tmp_path / "big.tif")})}
     for t in save:
