@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from monai_embedseg.transforms.cluster import cluster_embeddings
 from monai_embedseg.embedding import decode_prediction, encode_prediction
 from monai_embedseg.testing.oracle import oracle_prediction
+from monai_embedseg.transforms.cluster import cluster_embeddings
 
 
 def synthetic_labels(

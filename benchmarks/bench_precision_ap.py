@@ -40,8 +40,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if not bf16_supported("cpu"):
         raise SystemExit("this CPU has no native bf16: nothing to compare (FastForward runs float32 here).")
-    wf = bundle_workflow(args.bundle, "train", ["train.json"], dataset_dir=args.dataset_dir,
-                         output_dir=args.output_dir)
+    wf = bundle_workflow(args.bundle, "train", ["train.json"], dataset_dir=args.dataset_dir, output_dir=args.output_dir)
     parser = wf.parser
     net = load_weights(parser.get_parsed_content("network_def"), f"{args.output_dir}/model.pt").eval()
     props = read_properties(args.output_dir)
@@ -51,8 +50,9 @@ def main() -> None:
     n = len(training_datalists(args.dataset_dir)["val"])
     rows, preds = [], {}
     for tta in (False, True):
-        inferer = EmbedSegInferer(roi_size=parser.get_parsed_content("roi_size"), sw_batch_size=4, tta=tta,
-                                  tta_batch_size=1)
+        inferer = EmbedSegInferer(
+            roi_size=parser.get_parsed_content("roi_size"), sw_batch_size=4, tta=tta, tta_batch_size=1
+        )
         for precision in ("float32", "bfloat16"):
             runner = FastForward(net, precision=precision).eval()
             labels, truth, raw = [], [], []
@@ -61,8 +61,13 @@ def main() -> None:
                 for item in val:
                     pred = inferer(torch.as_tensor(item["image"])[None].float(), runner)[0]
                     raw.append(pred)
-                    lab, _ = cluster_embeddings(pred.as_tensor() if hasattr(pred, "as_tensor") else pred, spacing,
-                                                th["seed_thresh"], th["fg_thresh"], th["min_object_size"])
+                    lab, _ = cluster_embeddings(
+                        pred.as_tensor() if hasattr(pred, "as_tensor") else pred,
+                        spacing,
+                        th["seed_thresh"],
+                        th["fg_thresh"],
+                        th["min_object_size"],
+                    )
                     labels.append(lab.numpy())
                     truth.append(np.asarray(item["label"]))
             seconds = time.perf_counter() - t0
@@ -70,15 +75,21 @@ def main() -> None:
             pooled = ap_dsb(truth, labels, (0.5, 0.75))
             by_image = ap_dsb(truth, labels, (0.5, 0.75), by_image=True)
             rows.append((tta, precision, pooled, by_image, seconds))
-    print(f"{args.bundle}: {n} validation images, thresholds {th['source']} (seed {th['seed_thresh']}, "
-          f"foreground {th['fg_thresh']}, min size {th['min_object_size']}), {args.threads} thread(s)\n")
-    print("| TTA | precision | AP@0.5 pooled | AP@0.5 by image | AP@0.75 pooled | AP@0.75 by image | max abs diff of "
-          "raw output vs float32 | seconds |")
+    print(
+        f"{args.bundle}: {n} validation images, thresholds {th['source']} (seed {th['seed_thresh']}, "
+        f"foreground {th['fg_thresh']}, min size {th['min_object_size']}), {args.threads} thread(s)\n"
+    )
+    print(
+        "| TTA | precision | AP@0.5 pooled | AP@0.5 by image | AP@0.75 pooled | AP@0.75 by image | max abs diff of "
+        "raw output vs float32 | seconds |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for tta, precision, pooled, by_image, seconds in rows:
         diff = max(float((a - b).abs().max()) for a, b in zip(preds[(tta, precision)], preds[(tta, "float32")]))
-        print(f"| {'8-fold' if tta else 'off'} | {precision} | {pooled[0]:.3f} | {by_image[0]:.3f} | {pooled[1]:.3f} | "
-              f"{by_image[1]:.3f} | {diff:.3f} | {seconds:.1f} |")
+        print(
+            f"| {'8-fold' if tta else 'off'} | {precision} | {pooled[0]:.3f} | {by_image[0]:.3f} | {pooled[1]:.3f} | "
+            f"{by_image[1]:.3f} | {diff:.3f} | {seconds:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -99,7 +99,9 @@ def _train_files(args: argparse.Namespace) -> list[str]:
 def _evaluate(name: str, out: Path, ckpt: Path, common: dict, args: argparse.Namespace) -> dict:
     """Test-split AP of ``ckpt`` (thresholds from ``out/thresholds.json`` when present), as the evaluate run does."""
     evaluate = _workflow(
-        name, "eval", [*_train_files(args), "evaluate.json"],
+        name,
+        "eval",
+        [*_train_files(args), "evaluate.json"],
         {**common, "output_dir": str(out), "validate#tta": args.tta, "ckpt_path": str(ckpt)},
     )
     evaluate.run()
@@ -173,8 +175,12 @@ def main() -> None:
     p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--sets", nargs="+", default=list(PAPER_AP50), choices=list(PAPER_AP50))
     p.add_argument("--output", default=str(REPO / "outputs" / "bench_real_2d"))
-    p.add_argument("--profile", default="paper", choices=["paper", "fast"],
-                   help="paper: train.json as shipped; fast: train.json + train_fast.json")
+    p.add_argument(
+        "--profile",
+        default="paper",
+        choices=["paper", "fast"],
+        help="paper: train.json as shipped; fast: train.json + train_fast.json",
+    )
     p.add_argument("--minutes", type=float, nargs="+", help="also report test AP of the model at these minutes")
     p.add_argument("--epochs", type=int, help="override the profile's epochs")
     p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
@@ -193,31 +199,44 @@ def main() -> None:
     with open(Path(args.output) / "results.json", "w") as f:
         json.dump({"device": device, "args": vars(args), "rows": rows}, f, indent=2)
 
-    print(f"\ndevice: {device}; profile {args.profile}, epochs {args.epochs or 'profile'}, "
-          f"crops/epoch {args.samples_per_epoch or 'profile'}, TTA {'8-fold' if args.tta else 'off'}")
-    print("| set | train | eval | peak GPU | AP@0.5 pooled | AP@0.5 by image | AP@0.75 pooled | AP@0.75 by image "
-          "| paper AP@0.5 |")
+    print(
+        f"\ndevice: {device}; profile {args.profile}, epochs {args.epochs or 'profile'}, "
+        f"crops/epoch {args.samples_per_epoch or 'profile'}, TTA {'8-fold' if args.tta else 'off'}"
+    )
+    print(
+        "| set | train | eval | peak GPU | AP@0.5 pooled | AP@0.5 by image | AP@0.75 pooled | AP@0.75 by image "
+        "| paper AP@0.5 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mem = "-" if r["peak_gpu_gib"] is None else f"{r['peak_gpu_gib']:.2f} GiB"
-        print(f"| {r['set']} | {r['train_s'] / 60:.1f} min | {r['eval_s'] / 60:.1f} min | {mem} | "
-              f"{r['ap50_pooled']:.3f} | {r['ap50_by_image']:.3f} | {r['ap75_pooled']:.3f} | "
-              f"{r['ap75_by_image']:.3f} | {r['paper_ap50']:.3f} |")
+        print(
+            f"| {r['set']} | {r['train_s'] / 60:.1f} min | {r['eval_s'] / 60:.1f} min | {mem} | "
+            f"{r['ap50_pooled']:.3f} | {r['ap50_by_image']:.3f} | {r['ap75_pooled']:.3f} | "
+            f"{r['ap75_by_image']:.3f} | {r['paper_ap50']:.3f} |"
+        )
     print("\ns/step (mean over training): | set | total | data | forward | loss | backward+step | data share |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         t = r["step_s"]
-        print(f"| {r['set']} | {t['total']:.3f} | {t['data']:.3f} | {t['forward']:.3f} | {t['loss']:.3f} | "
-              f"{t['backward_step']:.3f} | {100 * t['data'] / max(t['total'], 1e-12):.1f} % |")
+        print(
+            f"| {r['set']} | {t['total']:.3f} | {t['data']:.3f} | {t['forward']:.3f} | {t['loss']:.3f} | "
+            f"{t['backward_step']:.3f} | {100 * t['data'] / max(t['total'], 1e-12):.1f} % |"
+        )
     if args.minutes:
-        print("\ntest AP@0.5 (pooled / by image) of the best-by-val model after m minutes of training, thresholds "
-              "tuned on val for that model:")
+        print(
+            "\ntest AP@0.5 (pooled / by image) of the best-by-val model after m minutes of training, thresholds "
+            "tuned on val for that model:"
+        )
         print("| set | " + " | ".join(f"{m:g} min" for m in args.minutes) + " |")
         print("|---|" + "---|" * len(args.minutes))
         for r in rows:
             cells = [r["at_minutes"].get(m) for m in args.minutes]
-            print(f"| {r['set']} | " + " | ".join(
-                "-" if c is None else f"{c['ap50_pooled']:.3f} / {c['ap50_by_image']:.3f}" for c in cells) + " |")
+            print(
+                f"| {r['set']} | "
+                + " | ".join("-" if c is None else f"{c['ap50_pooled']:.3f} / {c['ap50_by_image']:.3f}" for c in cells)
+                + " |"
+            )
 
 
 if __name__ == "__main__":

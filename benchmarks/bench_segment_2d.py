@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from monai.bundle import ConfigParser
 
 from monai_embedseg.data.synthetic import synthetic_nuclei_2d
@@ -68,8 +67,7 @@ def main() -> None:
     image = load_image(args.image)
     cluster = EmbedSegCluster(seed_thresh=args.seed_thresh, fg_thresh=args.fg_thresh)
     variants = {
-        "sliding fp32": (EmbedSegInferer, {"roi_size": (512, 512), "sw_batch_size": 4, "whole_if_fits": False},
-                         net),
+        "sliding fp32": (EmbedSegInferer, {"roi_size": (512, 512), "sw_batch_size": 4, "whole_if_fits": False}, net),
         "whole fp32": (EmbedSegInferer, {"roi_size": (1024, 1024)}, FastForward(net, precision="float32").eval()),
         "whole auto": (EmbedSegInferer, {"roi_size": (1024, 1024)}, FastForward(net, precision="auto").eval()),
     }
@@ -90,8 +88,10 @@ def main() -> None:
             t2 = time.perf_counter()
             times[key].append((t1 - t0, t2 - t1))
             objects[key] = int(np.unique(labels.numpy()).size - 1)
-    print(f"image {tuple(image.shape[2:])}, {args.threads} thread(s), "
-          f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'untrained network'}, median of {args.repeats}\n")
+    print(
+        f"image {tuple(image.shape[2:])}, {args.threads} thread(s), "
+        f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'untrained network'}, median of {args.repeats}\n"
+    )
     print("| variant | TTA | network s | clustering s | total s | objects | vs sliding fp32 |")
     print("|---|---|---|---|---|---|---|")
     for key in runs:
@@ -99,8 +99,10 @@ def main() -> None:
         cl_s = statistics.median(t[1] for t in times[key])
         base = statistics.median(sum(t) for t in times[("sliding fp32", key[1])])
         total = statistics.median(sum(t) for t in times[key])
-        print(f"| {key[0]} | {'8-fold' if key[1] else 'off'} | {net_s:.2f} | {cl_s:.2f} | {total:.2f} | "
-              f"{objects[key]} | {base / total:.2f}x |")
+        print(
+            f"| {key[0]} | {'8-fold' if key[1] else 'off'} | {net_s:.2f} | {cl_s:.2f} | {total:.2f} | "
+            f"{objects[key]} | {base / total:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -121,8 +121,10 @@ def main() -> None:
                 parts = [statistics.median(t[i] for t in times[name]) for i in range(3)]
                 total = statistics.median(sum(t) for t in times[name])
                 base = base or total
-                print(f"| {device.type} | {label} | {name} | {total:.3f} | {parts[0]:.3f} | {parts[1]:.3f} | "
-                      f"{parts[2]:.3f} | {b / total:.1f} | {base / total:.2f}x |")
+                print(
+                    f"| {device.type} | {label} | {name} | {total:.3f} | {parts[0]:.3f} | {parts[1]:.3f} | "
+                    f"{parts[2]:.3f} | {b / total:.1f} | {base / total:.2f}x |"
+                )
 
 
 if __name__ == "__main__":

@@ -110,8 +110,9 @@ def segment(
 
     bundle_dir = Path(bundle)
     if not (bundle_dir / "configs" / "inference.json").is_file():
-        raise FileNotFoundError(f"{bundle} is not a bundle folder: {bundle_dir / 'configs' / 'inference.json'} "
-                                "does not exist.")
+        raise FileNotFoundError(
+            f"{bundle} is not a bundle folder: {bundle_dir / 'configs' / 'inference.json'} does not exist."
+        )
     weights = Path(model or checkpoint or bundle_dir / "models" / "model.pt")
     if not weights.is_file():
         raise FileNotFoundError(
@@ -272,8 +273,10 @@ def evaluate(
     pred = [read_tiff(str(preds[n])) for n in names]
     with tempfile.TemporaryDirectory() as tmp:
         summary = write_ap_tables(names, truth, pred, output_dir or tmp, overwrite=overwrite or not output_dir)
-    print(f"scored {len(names)} image(s) with a prediction and a mask; {len(missing)} mask(s) without a prediction"
-          + (f" (not scored: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})" if missing else ""))
+    print(
+        f"scored {len(names)} image(s) with a prediction and a mask; {len(missing)} mask(s) without a prediction"
+        + (f" (not scored: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})" if missing else "")
+    )
     print(format_ap_table(summary))
     return {**summary, "matched": len(names), "missing_prediction": missing}
 
@@ -310,14 +313,30 @@ def demo(
             overrides[key] = value
     if device:
         overrides["device"] = f"$torch.device('{device}')"
-    train_overrides = dict(overrides, resume=resume, overwrite=not resume,
-                           **({"epochs": epochs} if epochs is not None else {}))
-    run("training", config_file=str(configs / "train.json"), logging_file=str(configs / "logging.conf"),
-        meta_file=str(configs / "metadata.json"), **train_overrides)
-    run("evaluating", config_file=[str(configs / "train.json"), str(configs / "evaluate.json")],
-        logging_file=str(configs / "logging.conf"), meta_file=str(configs / "metadata.json"), **overrides)
-    run("inference", config_file=str(configs / "inference.json"), logging_file=str(configs / "logging.conf"),
-        meta_file=str(configs / "metadata.json"), **dict(overrides, overwrite=True))
+    train_overrides = dict(
+        overrides, resume=resume, overwrite=not resume, **({"epochs": epochs} if epochs is not None else {})
+    )
+    run(
+        "training",
+        config_file=str(configs / "train.json"),
+        logging_file=str(configs / "logging.conf"),
+        meta_file=str(configs / "metadata.json"),
+        **train_overrides,
+    )
+    run(
+        "evaluating",
+        config_file=[str(configs / "train.json"), str(configs / "evaluate.json")],
+        logging_file=str(configs / "logging.conf"),
+        meta_file=str(configs / "metadata.json"),
+        **overrides,
+    )
+    run(
+        "inference",
+        config_file=str(configs / "inference.json"),
+        logging_file=str(configs / "logging.conf"),
+        meta_file=str(configs / "metadata.json"),
+        **dict(overrides, overwrite=True),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -339,20 +358,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bundle", required=True, help="bundle folder (configs/inference.json)")
     p.add_argument("--output", required=True, help="output folder for <name>_labels.tif")
     p.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
-    p.add_argument("--spacing", type=float, nargs="+", default=None,
-                   help="pixel size per spatial axis, z y x (default: the training data's, dataset_properties.json)")
-    p.add_argument("--model", default=None,
-                   help="an exported TorchScript (.ts) or ONNX (.onnx) model to run instead of --checkpoint")
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs="+",
+        default=None,
+        help="pixel size per spatial axis, z y x (default: the training data's, dataset_properties.json)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="an exported TorchScript (.ts) or ONNX (.onnx) model to run instead of --checkpoint",
+    )
     p.add_argument("--properties", default=None, help="dataset_properties.json (default beside the checkpoint)")
     p.add_argument("--no-tta", dest="tta", action="store_false", help="disable test-time augmentation")
     p.add_argument("--tile", type=int, nargs="+", default=None, help="sliding-window tile size per axis")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", default=None)
     p.add_argument("--channel-dim", type=int, default=None, help="channel axis of multi-channel images on disk")
-    p.add_argument("--precision", default=None, choices=["auto", "float32", "bfloat16"],
-                   help="numeric format of the network (default: the bundle's; auto = bf16 where native)")
-    p.add_argument("--paper-thresholds", action="store_true",
-                   help="seed 0.9 / foreground 0.5 instead of the thresholds tuned on the validation split")
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=["auto", "float32", "bfloat16"],
+        help="numeric format of the network (default: the bundle's; auto = bf16 where native)",
+    )
+    p.add_argument(
+        "--paper-thresholds",
+        action="store_true",
+        help="seed 0.9 / foreground 0.5 instead of the thresholds tuned on the validation split",
+    )
 
     p = sub.add_parser("evaluate", help="AP_dsb of predicted label TIFFs against masks")
     p.add_argument("pred_dir")
@@ -360,8 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--output", default=None, help="folder for ap_per_image.csv and ap_summary.csv")
     p.add_argument("--overwrite", action="store_true", help="replace existing AP tables in --output")
 
-    sub.add_parser("properties", add_help=False,
-                   help="dataset properties (crop size, min object size, ...) as JSON; see properties --help")
+    sub.add_parser(
+        "properties",
+        add_help=False,
+        help="dataset properties (crop size, min object size, ...) as JSON; see properties --help",
+    )
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["properties"]:  # its own parser, so that `properties --help` lists its options
@@ -373,9 +410,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             demo(args.bundle, args.epochs, args.output_dir, args.dataset_dir, args.device, args.resume)
         elif args.command == "segment":
-            files = segment(args.inputs, args.bundle, args.output, args.checkpoint, args.properties, args.tta,
-                            args.tile, args.overwrite, args.device, args.channel_dim, args.precision,
-                            args.paper_thresholds, args.model, args.spacing)
+            files = segment(
+                args.inputs,
+                args.bundle,
+                args.output,
+                args.checkpoint,
+                args.properties,
+                args.tta,
+                args.tile,
+                args.overwrite,
+                args.device,
+                args.channel_dim,
+                args.precision,
+                args.paper_thresholds,
+                args.model,
+                args.spacing,
+            )
             print(f"wrote {len(files)} label image(s) to {args.output}")
         elif args.command == "evaluate":
             evaluate(args.pred_dir, args.mask_dir, args.output, overwrite=args.overwrite)

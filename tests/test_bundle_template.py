@@ -110,8 +110,11 @@ def test_every_config_resolves_and_has_the_workflow_properties(bundle):
                 assert "train_fast.json" in files  # only the fast profile is optional
                 continue
             wf = ConfigWorkflow(config_file=[str(configs / f) for f in files], workflow_type=kind, logging_file=False)
-            missing = [p[BundlePropertyConfig.ID] for p in wf.properties.values()
-                       if p.get(BundleProperty.REQUIRED) and p.get(BundlePropertyConfig.ID) not in wf.parser]
+            missing = [
+                p[BundlePropertyConfig.ID]
+                for p in wf.properties.values()
+                if p.get(BundleProperty.REQUIRED) and p.get(BundlePropertyConfig.ID) not in wf.parser
+            ]
             assert missing == [], (files, missing)
             properties = [p[BundlePropertyConfig.ID] for p in wf.properties.values()]
             used = ["initialize", "run", *run_ids, "finalize", *properties]
@@ -123,8 +126,9 @@ def test_every_config_resolves_and_has_the_workflow_properties(bundle):
 
 def _bundle_output_dir(config_file: str, **overrides) -> str:
     """``output_dir`` as the running workflow resolves it (``bundle_root`` + ``/models``)."""
-    wf = ConfigWorkflow(config_file=config_file, workflow_type=None, run_id="output_dir", logging_file=False,
-                        **overrides)
+    wf = ConfigWorkflow(
+        config_file=config_file, workflow_type=None, run_id="output_dir", logging_file=False, **overrides
+    )
     wf.initialize()
     return wf.run()[0]
 
@@ -150,10 +154,25 @@ def test_a_copied_bundle_trains_and_writes_under_itself(tmp_path):
     shutil.copytree(shipped, copy, ignore=shutil.ignore_patterns("models", "data"))
     before = _tree(shipped)
     cmd = [
-        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json",
-        "--epochs", "1", "--val_interval", "1", "--num_samples", "2", "--roi_size", "[64,64]",
-        "--tune_thresholds", "false",
-        "--synthetic_kwargs", "{'n_train': 4, 'n_test': 2, 'shape': [64, 64], 'seed': 3}",
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        "configs/train.json",
+        "--epochs",
+        "1",
+        "--val_interval",
+        "1",
+        "--num_samples",
+        "2",
+        "--roi_size",
+        "[64,64]",
+        "--tune_thresholds",
+        "false",
+        "--synthetic_kwargs",
+        "{'n_train': 4, 'n_test': 2, 'shape': [64, 64], 'seed': 3}",
     ]
     path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])  # this checkout's package
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
@@ -183,12 +202,22 @@ def _spacings(parser) -> dict:
 
 def test_spacing_comes_from_the_data_and_an_override_wins(tmp_path):
     data = tmp_path / "data"
-    write_synthetic_dataset(str(data), "cells_3d", n_train=3, n_test=1, seed=1, shape=(8, 32, 32), n_objects=(2, 3),
-                            radius=(5, 7), z_anisotropy=2)  # the TIFFs record spacing (2, 1, 1)
+    write_synthetic_dataset(
+        str(data),
+        "cells_3d",
+        n_train=3,
+        n_test=1,
+        seed=1,
+        shape=(8, 32, 32),
+        n_objects=(2, 3),
+        radius=(5, 7),
+        z_anisotropy=2,
+    )  # the TIFFs record spacing (2, 1, 1)
     for overrides, expected in (({}, [2.0, 1.0, 1.0]), ({"spacing": [4.0, 0.5, 0.5]}, [4.0, 0.5, 0.5])):
         out = tmp_path / f"out{len(overrides)}"
-        wf = bundle_workflow("synthetic_3d", "train", ["train.json"], dataset_dir=str(data), output_dir=str(out),
-                             **overrides)
+        wf = bundle_workflow(
+            "synthetic_3d", "train", ["train.json"], dataset_dir=str(data), output_dir=str(out), **overrides
+        )
         wf.initialize()
         assert set(map(tuple, _spacings(wf.parser).values())) == {tuple(expected)}, overrides
         assert json.loads((out / "dataset_properties.json").read_text())["spacing"] == expected
@@ -196,20 +225,36 @@ def test_spacing_comes_from_the_data_and_an_override_wins(tmp_path):
         wf = bundle_workflow("synthetic_3d", "infer", ["inference.json"], dataset_dir=str(data), output_dir=str(out))
         wf.initialize()
         assert set(map(tuple, _spacings(wf.parser).values())) == {tuple(expected)}
-    wf = bundle_workflow("synthetic_3d", "infer", ["inference.json"], dataset_dir=str(data), output_dir=str(out),
-                         spacing=[1.5, 1.0, 1.0])
+    wf = bundle_workflow(
+        "synthetic_3d", "infer", ["inference.json"], dataset_dir=str(data), output_dir=str(out), spacing=[1.5, 1.0, 1.0]
+    )
     wf.initialize()
     assert set(map(tuple, _spacings(wf.parser).values())) == {(1.5, 1.0, 1.0)}
 
 
 def test_a_bundle_default_spacing_fills_in_for_masks_that_record_none(tmp_path):
     data = tmp_path / "data"
-    write_synthetic_dataset(str(data), "cells_3d", n_train=3, n_test=1, seed=1, shape=(8, 32, 32), n_objects=(2, 3),
-                            radius=(5, 7), z_anisotropy=2)
+    write_synthetic_dataset(
+        str(data),
+        "cells_3d",
+        n_train=3,
+        n_test=1,
+        seed=1,
+        shape=(8, 32, 32),
+        n_objects=(2, 3),
+        radius=(5, 7),
+        z_anisotropy=2,
+    )
     for path in data.glob("*/masks/*.tif"):  # like the release archives: no spacing in the files
         tifffile.imwrite(path, tifffile.imread(path))
-    wf = bundle_workflow("mouse_skull_nuclei_cbg", "train", ["train.json"], dataset_dir=str(data),
-                         output_dir=str(tmp_path / "out"), crop_size=[8, 32, 32])
+    wf = bundle_workflow(
+        "mouse_skull_nuclei_cbg",
+        "train",
+        ["train.json"],
+        dataset_dir=str(data),
+        output_dir=str(tmp_path / "out"),
+        crop_size=[8, 32, 32],
+    )
     wf.initialize()
     assert set(map(tuple, _spacings(wf.parser).values())) == {(0.2, 0.073, 0.073)}  # the recipe's default_spacing
     props = json.loads((tmp_path / "out" / "dataset_properties.json").read_text())

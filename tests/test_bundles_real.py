@@ -36,8 +36,17 @@ def make_dataset(bundle: str, root: Path) -> dict:
                 img = tifffile.imread(path)
                 tifffile.imwrite(path, np.stack([img, img[::-1]]), metadata={"axes": "CYX"})
         return {"crop_size": [32, 32], "roi_size": [48, 48]}
-    write_synthetic_dataset(str(root), "cells_3d", n_train=3, n_test=1, seed=1, shape=(8, 32, 32),
-                            n_objects=(2, 3), radius=(5, 7), z_anisotropy=2)
+    write_synthetic_dataset(
+        str(root),
+        "cells_3d",
+        n_train=3,
+        n_test=1,
+        seed=1,
+        shape=(8, 32, 32),
+        n_objects=(2, 3),
+        radius=(5, 7),
+        z_anisotropy=2,
+    )
     return {"crop_size": [8, 32, 32], "roi_size": [8, 32, 32]}
 
 

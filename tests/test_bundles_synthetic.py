@@ -4,15 +4,15 @@ import csv
 import json
 import os
 import subprocess
-import traceback
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
-from ignite.engine import Events
+import torch
 from _bundle_runs import workflow
+from ignite.engine import Events
 
 from monai_embedseg.bundle.datasets import ensure_dataset
 from monai_embedseg.bundle.paths import bundle_path
@@ -26,8 +26,14 @@ TINY = {
         "roi_size": [64, 64],
     },
     "synthetic_3d": {
-        "synthetic_kwargs": {"n_train": 3, "n_test": 2, "shape": [12, 48, 48], "seed": 3, "n_objects": [3, 5],
-                             "radius": [6, 9]},
+        "synthetic_kwargs": {
+            "n_train": 3,
+            "n_test": 2,
+            "shape": [12, 48, 48],
+            "seed": 3,
+            "n_objects": [3, 5],
+            "radius": [6, 9],
+        },
         "num_samples": 1,
         "roi_size": [12, 48, 48],
     },
@@ -87,7 +93,8 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     wf.run()
     assert started == [2, 3]
     # the best-score record came back with the epoch checkpoint: a worse first validation cannot replace model.pt
-    assert type(saver).__name__ == "BestModelSaver" and [tuple(x) for x in restored[0]] == [tuple(x) for x in first_best]
+    assert type(saver).__name__ == "BestModelSaver"
+    assert [tuple(x) for x in restored[0]] == [tuple(x) for x in first_best]
     assert isinstance(torch.load(out / "model.pt", weights_only=True), dict)  # a plain state dict, as before
     assert (out / "checkpoint_epoch=3.pt").is_file()
     # after training, the thresholds were searched on the validation split and saved beside the model
@@ -126,12 +133,35 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
 def test_multi_gpu_config_runs_under_torchrun_on_cpu(tmp_path):
     configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "monai.bundle", "run", "training", "--config_file", configs,
-        "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
-        "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"), "--epochs", "1",
-        "--val_interval", "1", "--num_samples", "2", "--roi_size", "[64,64]",
-        "--synthetic_kwargs", "{'n_train': 4, 'n_test': 2, 'shape': [64, 64], 'seed': 3}",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        configs,
+        "--meta_file",
+        str(CONFIGS / "metadata.json"),
+        "--logging_file",
+        str(CONFIGS / "logging.conf"),
+        "--dataset_dir",
+        str(tmp_path / "data"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--epochs",
+        "1",
+        "--val_interval",
+        "1",
+        "--num_samples",
+        "2",
+        "--roi_size",
+        "[64,64]",
+        "--synthetic_kwargs",
+        "{'n_train': 4, 'n_test': 2, 'shape': [64, 64], 'seed': 3}",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
@@ -145,10 +175,23 @@ def test_fast_profile_trains_on_generated_data(bundle, synthetic, tmp_path):
     schedule stepped per iteration, the auto precision, then the threshold search on the validation split."""
     out = tmp_path / "out"
     kwargs = {"n_train": 4, "n_test": 1, "shape": [96, 96], "seed": 5}
-    wf = workflow(bundle, "train", ["train.json", "train_fast.json"], tmp_path, synthetic=synthetic,
-                  synthetic_kwargs=kwargs, epochs=1, samples_per_epoch=4, val_interval=1, roi_size=[96, 96],
-                  **({"in_channels": 1, "image_channel_dim": None, "label_key": "label", "label_channel_dim": None}
-                     if bundle == "bbbc010" else {}))
+    wf = workflow(
+        bundle,
+        "train",
+        ["train.json", "train_fast.json"],
+        tmp_path,
+        synthetic=synthetic,
+        synthetic_kwargs=kwargs,
+        epochs=1,
+        samples_per_epoch=4,
+        val_interval=1,
+        roi_size=[96, 96],
+        **(
+            {"in_channels": 1, "image_channel_dim": None, "label_key": "label", "label_channel_dim": None}
+            if bundle == "bbbc010"
+            else {}
+        ),
+    )
     wf.initialize()
     assert wf.check_properties() == []
     loader = wf.parser.get_parsed_content("train#dataloader")

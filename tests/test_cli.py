@@ -18,8 +18,9 @@ from monai_embedseg.networks.nets import BranchedERFNet
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    write_synthetic_dataset(str(root), "nuclei_2d", n_train=2, n_test=2, seed=5, shape=(40, 48), n_objects=(3, 4),
-                            radius=(4, 6))
+    write_synthetic_dataset(
+        str(root), "nuclei_2d", n_train=2, n_test=2, seed=5, shape=(40, 48), n_objects=(3, 4), radius=(4, 6)
+    )
     return root
 
 
@@ -34,8 +35,20 @@ def model(tmp_path_factory):
 
 def test_segment_writes_labels_and_refuses_to_overwrite(dataset, model, tmp_path, capsys):
     out = tmp_path / "pred"
-    args = ["segment", str(dataset / "test" / "images"), "--bundle", bundle_path("synthetic_2d"), "--output", str(out),
-            "--checkpoint", str(model / "model.pt"), "--no-tta", "--tile", "32", "32"]
+    args = [
+        "segment",
+        str(dataset / "test" / "images"),
+        "--bundle",
+        bundle_path("synthetic_2d"),
+        "--output",
+        str(out),
+        "--checkpoint",
+        str(model / "model.pt"),
+        "--no-tta",
+        "--tile",
+        "32",
+        "32",
+    ]
     assert main(args) == 0
     written = sorted(out.glob("*_labels.tif"))
     assert [p.name for p in written] == ["nuclei_2d_000_labels.tif", "nuclei_2d_001_labels.tif"]
@@ -52,16 +65,31 @@ def test_segment_writes_labels_and_refuses_to_overwrite(dataset, model, tmp_path
 def test_segment_rejects_a_checkpoint_of_another_network(dataset, tmp_path, capsys):
     torch.save(BranchedERFNet(3, 1).state_dict(), tmp_path / "model3d.pt")
     (tmp_path / "dataset_properties.json").write_text(json.dumps({"min_object_size": 5}))
-    code = main(["segment", str(dataset / "test" / "images" / "nuclei_2d_000.tif"), "--bundle",
-                 bundle_path("synthetic_2d"), "--output", str(tmp_path / "o"), "--checkpoint",
-                 str(tmp_path / "model3d.pt")])
+    code = main(
+        [
+            "segment",
+            str(dataset / "test" / "images" / "nuclei_2d_000.tif"),
+            "--bundle",
+            bundle_path("synthetic_2d"),
+            "--output",
+            str(tmp_path / "o"),
+            "--checkpoint",
+            str(tmp_path / "model3d.pt"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "not a checkpoint of this BranchedERFNet" in err and "model3d.pt" in err
 
 
 def test_segment_errors_name_the_problem(dataset, model, tmp_path, capsys):
-    base = ["--bundle", bundle_path("synthetic_2d"), "--output", str(tmp_path / "o"),
-            "--checkpoint", str(model / "model.pt")]
+    base = [
+        "--bundle",
+        bundle_path("synthetic_2d"),
+        "--output",
+        str(tmp_path / "o"),
+        "--checkpoint",
+        str(model / "model.pt"),
+    ]
     assert main(["segment", str(tmp_path / "missing.tif"), *base]) == 2
     assert "missing.tif does not exist" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("x")
@@ -91,25 +119,39 @@ def test_evaluate_prints_the_ap_table_and_writes_csv(dataset, tmp_path, capsys):
     sorted(pred.iterdir())[0].unlink()  # one prediction missing: scored on the others, and said so
     assert main(["evaluate", str(pred), str(dataset / "test" / "masks"), "--output", str(tmp_path / "rep")]) == 2
     assert "--overwrite" in capsys.readouterr().err and (tmp_path / "rep" / "ap_summary.csv").read_bytes() == before
-    assert main(["evaluate", str(pred), str(dataset / "test" / "masks"), "--output", str(tmp_path / "rep"),
-                 "--overwrite"]) == 0
-    assert f"scored {n - 1} image(s) with a prediction and a mask; 1 mask(s) without a prediction" in \
-        capsys.readouterr().out
+    assert (
+        main(["evaluate", str(pred), str(dataset / "test" / "masks"), "--output", str(tmp_path / "rep"), "--overwrite"])
+        == 0
+    )
+    assert (
+        f"scored {n - 1} image(s) with a prediction and a mask; 1 mask(s) without a prediction"
+        in capsys.readouterr().out
+    )
 
 
 def test_properties_command_and_module_entry_point(dataset):
-    result = subprocess.run([sys.executable, "-m", "monai_embedseg", "properties", str(dataset)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "monai_embedseg", "properties", str(dataset)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
-    props = json.loads(result.stdout[result.stdout.index("{"):])
+    props = json.loads(result.stdout[result.stdout.index("{") :])
     assert props["spatial_dims"] == 2 and props["min_object_size"] > 0 and len(props["crop_size"]) == 2
 
 
 def test_segment_one_line_errors_for_a_newcomers_mistakes(dataset, model, tmp_path, capsys):
     import tifffile
 
-    base = ["--bundle", bundle_path("synthetic_2d"), "--output", str(tmp_path / "o"),
-            "--checkpoint", str(model / "model.pt")]
+    base = [
+        "--bundle",
+        bundle_path("synthetic_2d"),
+        "--output",
+        str(tmp_path / "o"),
+        "--checkpoint",
+        str(model / "model.pt"),
+    ]
     garbage = tmp_path / "garbage.tif"
     garbage.write_bytes(b"not an image at all")
     assert main(["segment", str(garbage), *base]) == 2
@@ -121,8 +163,14 @@ def test_segment_one_line_errors_for_a_newcomers_mistakes(dataset, model, tmp_pa
     assert main(["segment", str(volume), *base]) == 2
     err = capsys.readouterr().err
     assert "volume.tif" in err and "(5, 40, 48)" in err and "2D images with 1 channel" in err
-    untrained = ["--bundle", bundle_path("synthetic_2d"), "--output", str(tmp_path / "o"),
-                 "--checkpoint", str(tmp_path / "none" / "model.pt")]
+    untrained = [
+        "--bundle",
+        bundle_path("synthetic_2d"),
+        "--output",
+        str(tmp_path / "o"),
+        "--checkpoint",
+        str(tmp_path / "none" / "model.pt"),
+    ]
     assert main(["segment", str(dataset / "test" / "images"), *untrained]) == 2
     err = capsys.readouterr().err
     assert "no trained model" in err and "run training" in err
@@ -159,12 +207,36 @@ def test_segment_and_the_bundle_inference_give_identical_labels(dataset, model, 
     torch.save(net.state_dict(), tmp_path / "model.pt")
     (tmp_path / "dataset_properties.json").write_text((model / "dataset_properties.json").read_text())
     cli_out, bundle_out = tmp_path / "cli", tmp_path / "bundle"
-    assert main(["segment", str(dataset / "test" / "images"), "--bundle", bundle, "--output", str(cli_out),
-                 "--checkpoint", str(tmp_path / "model.pt"), "--tile", "32", "32"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(dataset / "test" / "images"),
+                "--bundle",
+                bundle,
+                "--output",
+                str(cli_out),
+                "--checkpoint",
+                str(tmp_path / "model.pt"),
+                "--tile",
+                "32",
+                "32",
+            ]
+        )
+        == 0
+    )
     configs = f"{bundle}/configs"
-    run("inference", config_file=f"{configs}/inference.json", meta_file=f"{configs}/metadata.json",
-        logging_file=f"{configs}/logging.conf", bundle_root=bundle, output_dir=str(tmp_path), dataset_dir=str(dataset),
-        prediction_dir=str(bundle_out), roi_size=[32, 32])
+    run(
+        "inference",
+        config_file=f"{configs}/inference.json",
+        meta_file=f"{configs}/metadata.json",
+        logging_file=f"{configs}/logging.conf",
+        bundle_root=bundle,
+        output_dir=str(tmp_path),
+        dataset_dir=str(dataset),
+        prediction_dir=str(bundle_out),
+        roi_size=[32, 32],
+    )
     cli_files = sorted(p.name for p in cli_out.glob("*_labels.tif"))
     assert cli_files == sorted(p.name for p in bundle_out.glob("*_labels.tif")) and len(cli_files) == 2
     labels = [(read_tiff(str(cli_out / n)), read_tiff(str(bundle_out / n))) for n in cli_files]

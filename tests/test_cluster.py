@@ -6,10 +6,10 @@ import torch
 from monai.data import MetaTensor
 from scipy import ndimage
 
-from monai_embedseg.transforms import EmbedSegCluster, EmbedSegClusterd, cluster_embeddings
-from monai_embedseg.transforms.cluster import CLAIM_Q, EmbedSegClusterD, EmbedSegClusterDict
 from monai_embedseg.embedding import decode_prediction, encode_prediction
 from monai_embedseg.testing.oracle import oracle_prediction
+from monai_embedseg.transforms import EmbedSegCluster, EmbedSegClusterd, cluster_embeddings
+from monai_embedseg.transforms.cluster import CLAIM_Q, EmbedSegClusterD, EmbedSegClusterDict
 
 
 def reference_cluster(

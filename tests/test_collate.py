@@ -37,7 +37,7 @@ def test_varying_n(kind, spatial):
     np.testing.assert_array_equal(np.asarray(out["label"]), _expected(stacks))
     assert out["label"].dtype == torch.uint8 and out["name"] == ["n0", "n1", "n2", "n3"]
     for i, s in enumerate(stacks):  # the padded channels are all zero
-        assert not out["label"][i, s.shape[0]:].any()
+        assert not out["label"][i, s.shape[0] :].any()
     if kind == "meta":
         assert isinstance(out["label"], MetaTensor) and out["label"].is_batch
         assert tuple(out["label"].affine.shape) == (4, 4, 4)
@@ -46,8 +46,10 @@ def test_varying_n(kind, spatial):
 
 def test_list_of_lists_from_num_samples():
     stacks = [_onehot(n) for n in (1, 4, 2)]
-    batch = [[{"label": torch.as_tensor(stacks[0])}, {"label": torch.as_tensor(stacks[1])}],
-             [{"label": torch.as_tensor(stacks[2])}]]
+    batch = [
+        [{"label": torch.as_tensor(stacks[0])}, {"label": torch.as_tensor(stacks[1])}],
+        [{"label": torch.as_tensor(stacks[2])}],
+    ]
     out = pad_one_hot_collate(batch)
     assert tuple(out["label"].shape) == (3, 4, 5, 6)
     np.testing.assert_array_equal(out["label"].numpy(), _expected(stacks))
@@ -60,7 +62,7 @@ def test_with_rand_object_cropd_in_dataloader():
     for n in (2, 5):
         lab = np.zeros((n, 16, 16), np.uint8)
         for k in range(n):
-            lab[k, 3 * k: 3 * k + 2, 2:6 + k] = 1
+            lab[k, 3 * k : 3 * k + 2, 2 : 6 + k] = 1
         data.append({"image": np.random.rand(1, 16, 16).astype(np.float32), "label": lab})
     crop = RandObjectCropd(keys=["image", "label"], label_key="label", crop_size=(8, 8), num_samples=3)
     crop.set_random_state(0)

@@ -4,7 +4,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, RandFlipd, RandRotate90d, ScaleIntensityRangePercentilesd
 
-from monai_embedseg.transforms.crop import RandObjectCrop, RandObjectCropd, RandObjectCropD, RandObjectCropDict
+from monai_embedseg.transforms.crop import RandObjectCrop, RandObjectCropD, RandObjectCropd, RandObjectCropDict
 
 KINDS = [np.asarray, torch.as_tensor]
 

@@ -68,11 +68,15 @@ def _leftovers(parent, keep):
 def test_registry():
     assert dl.DATASETS["dsb2018"].url == f"{dl.RELEASE_URL}/dsb-2018.zip"
     assert dl.RELEASE_URL == "https://github.com/juglab/EmbedSeg/releases/download/v0.1.0"
-    expect = {"dsb2018": "dsb-2018.zip", "bbbc010": "bbbc010-2012.zip", "usiigaci": "usiigaci-2017.zip",
-              "mouse_organoid_cells_cbg": "Mouse-Organoid-Cells-CBG.zip",
-              "platynereis_nuclei_cbg": "Platynereis-Nuclei-CBG.zip",
-              "mouse_skull_nuclei_cbg": "Mouse-Skull-Nuclei-CBG.zip",
-              "platynereis_ish_nuclei_cbg": "Platynereis-ISH-Nuclei-CBG.zip"}
+    expect = {
+        "dsb2018": "dsb-2018.zip",
+        "bbbc010": "bbbc010-2012.zip",
+        "usiigaci": "usiigaci-2017.zip",
+        "mouse_organoid_cells_cbg": "Mouse-Organoid-Cells-CBG.zip",
+        "platynereis_nuclei_cbg": "Platynereis-Nuclei-CBG.zip",
+        "mouse_skull_nuclei_cbg": "Mouse-Skull-Nuclei-CBG.zip",
+        "platynereis_ish_nuclei_cbg": "Platynereis-ISH-Nuclei-CBG.zip",
+    }
     for key, zipname in expect.items():
         assert dl.DATASETS[key].filename == zipname and dl.DATASETS[key].url.endswith("/v0.1.0/" + zipname)
     assert dl.DATASETS["parhyale_nuclei_igfl"].url is None
@@ -137,8 +141,9 @@ def test_recorded_checksum_verified_on_refetch(tmp_path, fake):
 
 def test_known_registry_checksum_enforced(tmp_path, monkeypatch):
     (tmp_path / "src").mkdir()
-    src = _make_zip(tmp_path / "src" / "Mouse-Organoid-Cells-CBG.zip", root="Mouse-Organoid-Cells-CBG",
-                    splits=["train"])
+    src = _make_zip(
+        tmp_path / "src" / "Mouse-Organoid-Cells-CBG.zip", root="Mouse-Organoid-Cells-CBG", splits=["train"]
+    )
     monkeypatch.setattr(dl, "download_url", FakeDownload(src))
     with pytest.raises(dl.ChecksumMismatchError, match="torch-em"):
         dl.prepare_dataset("mouse_organoid_cells_cbg", tmp_path / "org", progress=False)
@@ -148,9 +153,11 @@ def test_known_registry_checksum_enforced(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "err",
-    [urllib.error.URLError(OSError(-3, "Temporary failure in name resolution")),
-     urllib.error.HTTPError(f"{dl.RELEASE_URL}/dsb-2018.zip", 404, "Not Found", {}, None),
-     TimeoutError("timed out")],
+    [
+        urllib.error.URLError(OSError(-3, "Temporary failure in name resolution")),
+        urllib.error.HTTPError(f"{dl.RELEASE_URL}/dsb-2018.zip", 404, "Not Found", {}, None),
+        TimeoutError("timed out"),
+    ],
 )
 def test_offline_error(tmp_path, monkeypatch, err):
     def boom(url, filepath, **kwargs):

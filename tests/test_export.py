@@ -25,9 +25,21 @@ def test_ckpt_export_is_exact_on_an_odd_size_and_segment_runs_it(tmp_path):
     torch.save(net.state_dict(), models / "model.pt")
     (models / "dataset_properties.json").write_text(json.dumps({"min_object_size": 5, "crop_size": [32, 32]}))
     configs = f"{bundle_path('dsb2018')}/configs"
-    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(models / "m.ts"),
-           "--ckpt_file", str(models / "model.pt"), "--meta_file", f"{configs}/metadata.json",
-           "--config_file", f"{configs}/inference.json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(models / "m.ts"),
+        "--ckpt_file",
+        str(models / "model.pt"),
+        "--meta_file",
+        f"{configs}/metadata.json",
+        "--config_file",
+        f"{configs}/inference.json",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     exported = torch.jit.load(str(models / "m.ts"))
@@ -36,17 +48,37 @@ def test_ckpt_export_is_exact_on_an_odd_size_and_segment_runs_it(tmp_path):
         torch.testing.assert_close(exported(x), net(x), atol=1e-4, rtol=1e-4)
 
     data = tmp_path / "data"
-    write_synthetic_dataset(str(data), "nuclei_2d", n_train=1, n_test=1, seed=2, shape=(45, 61), n_objects=(3, 4),
-                            radius=(4, 6))
-    base = ["segment", str(data / "test" / "images"), "--bundle", bundle_path("dsb2018"), "--no-tta",
-            "--precision", "float32"]
+    write_synthetic_dataset(
+        str(data), "nuclei_2d", n_train=1, n_test=1, seed=2, shape=(45, 61), n_objects=(3, 4), radius=(4, 6)
+    )
+    base = [
+        "segment",
+        str(data / "test" / "images"),
+        "--bundle",
+        bundle_path("dsb2018"),
+        "--no-tta",
+        "--precision",
+        "float32",
+    ]
     assert main([*base, "--output", str(tmp_path / "a"), "--checkpoint", str(models / "model.pt")]) == 0
     assert main([*base, "--output", str(tmp_path / "b"), "--model", str(models / "m.ts")]) == 0
     a, b = (sorted((tmp_path / d).glob("*_labels.tif")) for d in "ab")
     assert len(a) == len(b) == 1 and np.array_equal(read_tiff(str(a[0])), read_tiff(str(b[0])))
     (tmp_path / "fake.ts").write_bytes(b"nope")
-    assert main([*base, "--output", str(tmp_path / "c"), "--model", str(tmp_path / "fake.ts"),
-                 "--properties", str(models / "dataset_properties.json")]) == 2
+    assert (
+        main(
+            [
+                *base,
+                "--output",
+                str(tmp_path / "c"),
+                "--model",
+                str(tmp_path / "fake.ts"),
+                "--properties",
+                str(models / "dataset_properties.json"),
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.parametrize("spatial_dims, shape", [(2, (97, 131)), (3, (11, 29, 37))])

@@ -15,7 +15,6 @@ from monai_embedseg.handlers import StepTimeHandler, TimeToAccuracyHandler
 from monai_embedseg.networks.nets import BranchedERFNet, FastForward, bf16_supported, resolve_precision
 from monai_embedseg.testing.oracle import oracle_prediction
 
-
 # ---------------------------------------------------------------- FastForward
 
 
@@ -100,8 +99,13 @@ def test_threshold_search_beats_the_paper_thresholds_on_validation(tmp_path):
     cases = [_val_case(s) for s in range(3)]
     loader = [{"image": torch.full((1, 1, 64, 64), float(i)), "label": lab[None]} for i, (lab, _) in enumerate(cases)]
     search = ThresholdSearch(
-        torch.nn.Identity(), _FixedInferer([p for _, p in cases]), loader, str(tmp_path / "thresholds.json"),
-        min_object_size=1, mean_object_size=80.0, tta=True,
+        torch.nn.Identity(),
+        _FixedInferer([p for _, p in cases]),
+        loader,
+        str(tmp_path / "thresholds.json"),
+        min_object_size=1,
+        mean_object_size=80.0,
+        tta=True,
     )
     result = search.run()
     assert result["val_ap50_by_image_paper_thresholds"] == 0.0
@@ -109,8 +113,11 @@ def test_threshold_search_beats_the_paper_thresholds_on_validation(tmp_path):
     assert result["seed_thresh"] < 0.75 and result["min_object_size"] > 1  # 1-pixel spurious objects dropped
     saved = read_thresholds(str(tmp_path), min_object_size=1)
     assert saved["seed_thresh"] == result["seed_thresh"] and saved["source"].endswith("thresholds.json")
-    assert read_thresholds(str(tmp_path), 7, use_tuned=False) == {**PAPER_THRESHOLDS, "min_object_size": 7,
-                                                                   "source": "paper"}
+    assert read_thresholds(str(tmp_path), 7, use_tuned=False) == {
+        **PAPER_THRESHOLDS,
+        "min_object_size": 7,
+        "source": "paper",
+    }
     assert read_thresholds(str(tmp_path / "none"), 3)["source"] == "paper"
     (tmp_path / "thresholds.json").write_text(json.dumps({"seed": 1}))
     with pytest.raises(ValueError, match="not a thresholds file"):
@@ -123,12 +130,17 @@ def test_threshold_search_beats_the_paper_thresholds_on_validation(tmp_path):
 def test_step_time_and_time_to_accuracy_handlers(tmp_path):
     from monai.engines.utils import IterationEvents
 
-    trainer = Engine(lambda e, b: (e.fire_event(IterationEvents.FORWARD_COMPLETED),
-                                   e.fire_event(IterationEvents.LOSS_COMPLETED),
-                                   e.fire_event(IterationEvents.MODEL_COMPLETED)))
+    trainer = Engine(
+        lambda e, b: (
+            e.fire_event(IterationEvents.FORWARD_COMPLETED),
+            e.fire_event(IterationEvents.LOSS_COMPLETED),
+            e.fire_event(IterationEvents.MODEL_COMPLETED),
+        )
+    )
     trainer.register_events(*IterationEvents, event_to_attr={})
     validator = Engine(lambda e, b: None)
     validator.add_event_handler(Events.COMPLETED, lambda e: e.state.metrics.update(val_ap50=e.state.epoch / 10))
+
     def validate(_):
         validator.run([0], max_epochs=validator.state.max_epochs + 1 if validator.state.max_epochs else 1)
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
+from monai_embedseg.embedding import encode_prediction, pixel_coordinates
 from monai_embedseg.inferers import EmbedSegInferer, tta_transforms
 from monai_embedseg.metrics import ap_dsb
-from monai_embedseg.embedding import encode_prediction, pixel_coordinates
 from monai_embedseg.testing.oracle import oracle_prediction
 
 

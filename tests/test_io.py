@@ -136,8 +136,13 @@ def test_reader_channel_axis(tmp_path):
 def test_reader_spacing_from_foreign_metadata(tmp_path):
     vol = np.zeros((4, 6, 8), np.float32)
     # ImageJ hyperstack: z from 'spacing', y/x from the resolution tags (pixels per micron)
-    tifffile.imwrite(tmp_path / "ij.tif", vol, imagej=True, resolution=(1 / 0.2, 1 / 0.1),
-                     metadata={"axes": "ZYX", "spacing": 1.5, "unit": "um"})
+    tifffile.imwrite(
+        tmp_path / "ij.tif",
+        vol,
+        imagej=True,
+        resolution=(1 / 0.2, 1 / 0.1),
+        metadata={"axes": "ZYX", "spacing": 1.5, "unit": "um"},
+    )
     assert read_tiff_spacing(tmp_path / "ij.tif") == pytest.approx((1.5, 0.1, 0.2))
     # resolution in pixels per centimetre -> micrometres
     tifffile.imwrite(tmp_path / "cm.tif", vol[0], resolution=(1e4 / 0.5, 1e4 / 0.25), resolutionunit=3)
@@ -170,8 +175,15 @@ def test_save_image_label_round_trip(tmp_path, output_dtype):
     write_tiff(tmp_path / "case1.tif", lab, spacing=(0.5, 0.25))
     img = LoadImage(reader=TiffReader, ensure_channel_first=True, dtype=None)(tmp_path / "case1.tif")
     out_dir = tmp_path / "out"
-    saver = SaveImage(output_dir=out_dir, writer=TiffWriter, output_ext=".tif", separate_folder=False,
-                      output_postfix="labels", output_dtype=output_dtype, print_log=False)
+    saver = SaveImage(
+        output_dir=out_dir,
+        writer=TiffWriter,
+        output_ext=".tif",
+        separate_folder=False,
+        output_postfix="labels",
+        output_dtype=output_dtype,
+        print_log=False,
+    )
     saver(img)
     saved = read_tiff(out_dir / "case1_labels.tif")
     assert saved.shape == lab.shape and np.array_equal(saved, lab)
@@ -179,8 +191,16 @@ def test_save_image_label_round_trip(tmp_path, output_dtype):
         assert saved.dtype == output_dtype
     assert read_tiff_spacing(out_dir / "case1_labels.tif") == (0.5, 0.25)
     # MONAI's resampling path (resample=True) leaves an unchanged image unchanged
-    SaveImage(output_dir=out_dir, writer=TiffWriter, output_ext=".tif", separate_folder=False, output_postfix="rs",
-              output_dtype=output_dtype, resample=True, print_log=False)(img)
+    SaveImage(
+        output_dir=out_dir,
+        writer=TiffWriter,
+        output_ext=".tif",
+        separate_folder=False,
+        output_postfix="rs",
+        output_dtype=output_dtype,
+        resample=True,
+        print_log=False,
+    )(img)
     assert np.array_equal(read_tiff(out_dir / "case1_rs.tif"), lab)
     # saving again refuses to overwrite (SaveImage wraps the FileExistsError) ...
     with pytest.raises(RuntimeError, match="refusing to overwrite"):
@@ -195,23 +215,45 @@ def test_save_image_resample_and_channels(tmp_path):
     lab = _label_2d()
     meta = {"filename_or_obj": "x.tif", "spatial_shape": np.array([24, 34]), "affine": np.diag([2.0, 3.0, 1.0, 1.0])}
     img = MetaTensor(torch.as_tensor(lab[None].astype(np.int32)), meta=meta)
-    SaveImage(output_dir=tmp_path, writer=TiffWriter, output_ext=".tif", separate_folder=False, output_postfix="up",
-              output_dtype=np.uint16, resample=True, print_log=False)(img)
+    SaveImage(
+        output_dir=tmp_path,
+        writer=TiffWriter,
+        output_ext=".tif",
+        separate_folder=False,
+        output_postfix="up",
+        output_dtype=np.uint16,
+        resample=True,
+        print_log=False,
+    )(img)
     up = read_tiff(tmp_path / "x_up.tif")
     assert up.shape == (24, 34) and np.array_equal(up[::2, ::2], lab)  # nearest-neighbour resize to spatial_shape
     assert read_tiff_spacing(tmp_path / "x_up.tif") == (1.0, 1.5)  # same field of view, twice the pixels
     # several channels are kept channel-first and read back as channels
-    two = MetaTensor(torch.as_tensor(np.stack([lab, lab + 1])).float(),
-                     meta={"filename_or_obj": "y.tif"})
-    SaveImage(output_dir=tmp_path, writer=TiffWriter, output_ext=".tif", separate_folder=False, output_postfix="c",
-              output_dtype=None, print_log=False)(two)
+    two = MetaTensor(torch.as_tensor(np.stack([lab, lab + 1])).float(), meta={"filename_or_obj": "y.tif"})
+    SaveImage(
+        output_dir=tmp_path,
+        writer=TiffWriter,
+        output_ext=".tif",
+        separate_folder=False,
+        output_postfix="c",
+        output_dtype=None,
+        print_log=False,
+    )(two)
     back = LoadImage(reader=TiffReader, ensure_channel_first=True)(tmp_path / "y_c.tif")
     assert back.shape == (2, 12, 17) and torch.equal(back, two)
     # 3D, spacing from the affine
-    vol = MetaTensor(torch.arange(60, dtype=torch.float32).reshape(1, 3, 4, 5),
-                     meta={"filename_or_obj": "v.tif", "affine": np.diag([3.0, 1.0, 0.5, 1.0])})
-    SaveImage(output_dir=tmp_path, writer=TiffWriter, output_ext=".tif", separate_folder=False, output_postfix="v",
-              print_log=False)(vol)
+    vol = MetaTensor(
+        torch.arange(60, dtype=torch.float32).reshape(1, 3, 4, 5),
+        meta={"filename_or_obj": "v.tif", "affine": np.diag([3.0, 1.0, 0.5, 1.0])},
+    )
+    SaveImage(
+        output_dir=tmp_path,
+        writer=TiffWriter,
+        output_ext=".tif",
+        separate_folder=False,
+        output_postfix="v",
+        print_log=False,
+    )(vol)
     assert np.array_equal(read_tiff(tmp_path / "v_v.tif"), vol[0].numpy())
     assert read_tiff_spacing(tmp_path / "v_v.tif") == (3.0, 1.0, 0.5)
 
@@ -224,8 +266,14 @@ def test_registered_writer_by_extension(tmp_path):
     assert len(resolve_writer("nii.gz")) >= 1 and len(resolve_writer("png")) >= 1  # MONAI's defaults still there
     lab = _label_2d()
     img = MetaTensor(torch.as_tensor(lab[None]).int(), meta={"filename_or_obj": "z.tif"})
-    SaveImage(output_dir=tmp_path, output_ext=".tif", separate_folder=False, output_postfix="p", output_dtype=np.uint16,
-              print_log=False)(img)
+    SaveImage(
+        output_dir=tmp_path,
+        output_ext=".tif",
+        separate_folder=False,
+        output_postfix="p",
+        output_dtype=np.uint16,
+        print_log=False,
+    )(img)
     assert np.array_equal(read_tiff(tmp_path / "z_p.tif"), lab)  # not transposed as PIL would
 
 
@@ -242,9 +290,8 @@ def test_nifti_through_monai(tmp_path):
 
 def test_label_maps_past_65535_objects_are_written_as_uint32_without_wrapping(tmp_path):
     import torch
-    from monai.data import MetaTensor
-
     from monai.bundle import ConfigParser
+    from monai.data import MetaTensor
 
     from monai_embedseg.bundle.paths import bundle_path
     from monai_embedseg.data.io import as_label_dtype, read_tiff
@@ -256,8 +303,15 @@ def test_label_maps_past_65535_objects_are_written_as_uint32_without_wrapping(tm
     # the bundles' postprocessing (inference.json): cluster (skipped here) then save
     parser = ConfigParser()
     parser.read_config(f"{bundle_path('synthetic_2d')}/configs/inference.json")
-    parser.update({"prediction_dir": str(tmp_path), "voxel_spacing": None, "seed_thresh": 0.9, "fg_thresh": 0.5,
-                   "min_object_size": 0})
+    parser.update(
+        {
+            "prediction_dir": str(tmp_path),
+            "voxel_spacing": None,
+            "seed_thresh": 0.9,
+            "fg_thresh": 0.5,
+            "min_object_size": 0,
+        }
+    )
     post = parser.get_parsed_content("postprocessing")
     save = post.transforms[1:]
     data = {"pred_labels": MetaTensor(torch.as_tensor(labels), meta={"filename_or_obj": str(tmp_path / "big.tif")})}

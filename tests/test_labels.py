@@ -6,6 +6,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import FillHoles
 
+from monai_embedseg.labels import instance_bboxes, one_hot_to_label_map
 from monai_embedseg.transforms.labels import (
     FillHolesPerObject,
     FillHolesPerObjectd,
@@ -20,7 +21,6 @@ from monai_embedseg.transforms.labels import (
     ValidateInstanceLabels,
     ValidateInstanceLabelsd,
 )
-from monai_embedseg.labels import instance_bboxes, one_hot_to_label_map
 
 KINDS = [np.asarray, torch.as_tensor]
 SHAPES = [(9, 11), (5, 6, 7)]

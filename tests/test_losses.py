@@ -11,8 +11,8 @@ import itertools
 import pytest
 import torch
 
-from monai_embedseg.losses import SpatialEmbeddingLoss, lovasz_hinge, lovasz_hinge_flat
 from monai_embedseg.embedding import decode_prediction, encode_prediction, pixel_coordinates
+from monai_embedseg.losses import SpatialEmbeddingLoss, lovasz_hinge, lovasz_hinge_flat
 
 # ---------------------------------------------------------------------------------------------- reference code
 
@@ -399,8 +399,10 @@ def test_bad_inputs():
     with pytest.raises(TypeError):
         loss_fn(pred, instance)
     with pytest.raises(ValueError, match="spacing"):
-        SpatialEmbeddingLoss(spacing=(1.0, 1.0))(torch.zeros(1, 7, 4, 10, 10), (instance[:, :, None].expand(
-            1, 1, 4, 10, 10), center[:, :, None].expand(1, 1, 4, 10, 10)))
+        SpatialEmbeddingLoss(spacing=(1.0, 1.0))(
+            torch.zeros(1, 7, 4, 10, 10),
+            (instance[:, :, None].expand(1, 1, 4, 10, 10), center[:, :, None].expand(1, 1, 4, 10, 10)),
+        )
     with pytest.raises(ValueError):
         SpatialEmbeddingLoss(reduction="average")
     with pytest.raises(ValueError, match="w_var"):

@@ -7,8 +7,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from monai_embedseg.medoid import exact_medoid, object_centers
-from monai_embedseg.medoid import CENTER_MODES
+from monai_embedseg.medoid import CENTER_MODES, exact_medoid, object_centers
 
 
 def brute_medoid(points, candidates=None, rtol=1e-9):

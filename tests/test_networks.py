@@ -8,9 +8,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.nets import BasicUNet, UNet
 
+from monai_embedseg.embedding import decode_prediction
 from monai_embedseg.networks.blocks import DownsamplerBlock, NonBottleneck1d, UpsamplerBlock
 from monai_embedseg.networks.nets import BackboneAdapter, BranchedERFNet
-from monai_embedseg.embedding import decode_prediction
 
 EPS = 1e-3
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
+from monai_embedseg.embedding import decode_prediction, pixel_coordinates
 from monai_embedseg.medoid import object_centers
 from monai_embedseg.testing import oracle_prediction
-from monai_embedseg.embedding import decode_prediction, pixel_coordinates
 
 
 def _l_shapes_2d():

@@ -32,8 +32,9 @@ def test_square_in_plane_and_as_slices():
 
 
 def test_training_reads_each_image_once_and_crops_on_the_fly(tmp_path):
-    write_synthetic_dataset(str(tmp_path), "nuclei_2d", n_train=2, n_test=1, seed=0, shape=(64, 64),
-                            n_objects=(4, 6), radius=(4, 6))
+    write_synthetic_dataset(
+        str(tmp_path), "nuclei_2d", n_train=2, n_test=1, seed=0, shape=(64, 64), n_objects=(4, 6), radius=(4, 6)
+    )
     data = release_datalist(str(tmp_path), "train")
     transform = parsed("synthetic_2d", crop_size=[32, 32], num_samples=3).get_parsed_content("train#preprocessing")
     with mock.patch.object(TiffReader, "read", autospec=True, side_effect=TiffReader.read) as read:
@@ -53,22 +54,35 @@ def test_training_reads_each_image_once_and_crops_on_the_fly(tmp_path):
 def test_training_pipeline_order_and_arguments_follow_the_bundle():
     """2D: flips along y and x, rotations in (y, x); 3D: a z flip too, rotations still in (y, x); crops squared."""
     for bundle, axes, rotate in (("synthetic_2d", [0, 1], (0, 1)), ("synthetic_3d", [0, 1, 2], (1, 2))):
-        xs = parsed(bundle, crop_size=[8, 24, 40][-len(axes):]).get_parsed_content("train#preprocessing").transforms
+        xs = parsed(bundle, crop_size=[8, 24, 40][-len(axes) :]).get_parsed_content("train#preprocessing").transforms
         names = [type(t).__name__ for t in xs]
-        assert names == ["LoadImaged", "LoadImaged", "EnsureTyped", "ValidateInstanceLabelsd",
-                         "ScaleIntensityRangePercentilesd", "RandObjectCropd", *["RandFlipd"] * len(axes),
-                         "RandRotate90d", "GenerateCenterImaged", "EnsureTyped", "EnsureTyped"], names
+        assert names == [
+            "LoadImaged",
+            "LoadImaged",
+            "EnsureTyped",
+            "ValidateInstanceLabelsd",
+            "ScaleIntensityRangePercentilesd",
+            "RandObjectCropd",
+            *["RandFlipd"] * len(axes),
+            "RandRotate90d",
+            "GenerateCenterImaged",
+            "EnsureTyped",
+            "EnsureTyped",
+        ], names
         assert [t.flipper.spatial_axis for t in xs if isinstance(t, RandFlipd)] == axes
         assert next(t for t in xs if isinstance(t, RandRotate90d)).spatial_axes == rotate
         crop = next(t for t in xs if isinstance(t, RandObjectCropd))
-        assert list(crop.cropper.crop_size) == [8, 40, 40][-len(axes):]
+        assert list(crop.cropper.crop_size) == [8, 40, 40][-len(axes) :]
 
 
 def test_one_transform_is_swapped_by_an_override():
     base = parsed("synthetic_2d", crop_size=[32, 32])
     assert base["train#preprocessing#transforms#9#_target_"] == "RandRotate90d"  # same index in 2D and 3D
-    xs = parsed("synthetic_2d", crop_size=[32, 32], **{"train#preprocessing#transforms#9#prob": 0.3,
-                                                       "train#preprocessing#transforms#10#mode": "centroid"})
+    xs = parsed(
+        "synthetic_2d",
+        crop_size=[32, 32],
+        **{"train#preprocessing#transforms#9#prob": 0.3, "train#preprocessing#transforms#10#mode": "centroid"},
+    )
     xs = xs.get_parsed_content("train#preprocessing").transforms
     assert next(t for t in xs if isinstance(t, RandRotate90d)).prob == 0.3
     assert next(t for t in xs if isinstance(t, GenerateCenterImaged)).generator.mode == "centroid"

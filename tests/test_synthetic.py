@@ -84,8 +84,10 @@ def test_worms_2d_overlap_and_shape():
 
     solidity = [regionprops(one_hot[k].astype(np.uint8))[0].solidity for k in range(n)]
     assert min(solidity) < 0.5 and np.median(solidity) < 0.7
-    elong = [r.axis_major_length / max(r.axis_minor_length, 1) for r in
-             (regionprops(one_hot[k].astype(np.uint8))[0] for k in range(n))]
+    elong = [
+        r.axis_major_length / max(r.axis_minor_length, 1)
+        for r in (regionprops(one_hot[k].astype(np.uint8))[0] for k in range(n))
+    ]
     assert max(elong) > 3
     # overlaps are brighter (intensities add up)
     assert image[one_hot.sum(0) > 1].mean() > image[one_hot.sum(0) == 1].mean()
@@ -153,8 +155,7 @@ def test_write_dataset_nuclei(tmp_path):
 
 
 def test_write_dataset_worms_and_cells(tmp_path):
-    root = write_synthetic_dataset(tmp_path / "w", kind="worms_2d", n_train=2, n_test=0, shape=(96, 96),
-                                   n_worms=(3, 4))
+    root = write_synthetic_dataset(tmp_path / "w", kind="worms_2d", n_train=2, n_test=0, shape=(96, 96), n_worms=(3, 4))
     dl = release_datalist(root)
     assert len(dl) == 2 and all("label_onehot" in d for d in dl)
     assert not os.path.exists(os.path.join(root, "test"))
@@ -162,8 +163,16 @@ def test_write_dataset_worms_and_cells(tmp_path):
     assert meta["original_channel_dim"] == 0 and arr.shape[1:] == (96, 96) and 3 <= arr.shape[0] <= 4
     lab = read_tiff(dl[0]["label"])
     assert np.array_equal(lab, np.max(arr * np.arange(1, arr.shape[0] + 1)[:, None, None], axis=0))
-    root3 = write_synthetic_dataset(tmp_path / "c", kind="cells_3d", n_train=1, n_test=1, shape=(8, 32, 32),
-                                    z_anisotropy=2, n_objects=(2, 4), radius=(4, 6))
+    root3 = write_synthetic_dataset(
+        tmp_path / "c",
+        kind="cells_3d",
+        n_train=1,
+        n_test=1,
+        shape=(8, 32, 32),
+        z_anisotropy=2,
+        n_objects=(2, 4),
+        radius=(4, 6),
+    )
     d3 = release_datalist(root3, "test")[0]
     assert read_tiff(d3["image"]).shape == (8, 32, 32)
     assert read_tiff_spacing(d3["label"]) == (2.0, 1.0, 1.0)

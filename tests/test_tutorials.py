@@ -114,7 +114,11 @@ def _run_quick(name: str, cwd: Path) -> subprocess.CompletedProcess:
     # one thread: on a small, shared CPU several spinning OpenMP threads per process slow 3D convolutions 10-50x
     env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.run(
-        [sys.executable, str(TUTORIALS / f"{name}.py")], cwd=cwd, env=env, capture_output=True, text=True,
+        [sys.executable, str(TUTORIALS / f"{name}.py")],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
 

@@ -143,8 +143,7 @@ print(train_files[0])
 
 # %%
 props = compute_dataset_properties([d["label"] for d in train_files])
-for key in ("n_objects", "min_object_size", "mean_object_size", "object_extent_mean", "crop_size",
-            "foreground_weight"):
+for key in ("n_objects", "min_object_size", "mean_object_size", "object_extent_mean", "crop_size", "foreground_weight"):
     print(f"{key:>20}: {props[key]}")
 # square crops (90 degree rotations keep the shape), holding several objects (see the note above)
 side = max(props["crop_size"]) if QUICK else max(*props["crop_size"], 128)
@@ -289,8 +288,9 @@ print(f"TensorBoard logs: tensorboard --logdir {LOG_DIR}")
 t0 = time.time()
 trainer.run()
 train_minutes = (time.time() - t0) / 60
-print(f"trained {EPOCHS} epoch(s) in {train_minutes:.1f} min; "
-      f"validation AP50: {evaluator.state.metrics.get('val_ap50')}")
+print(
+    f"trained {EPOCHS} epoch(s) in {train_minutes:.1f} min; validation AP50: {evaluator.state.metrics.get('val_ap50')}"
+)
 torch.save(net.state_dict(), WORK_DIR / "model.pt")
 
 # %% [markdown]

@@ -45,8 +45,8 @@ from monai_embedseg.inferers import EmbedSegInferer
 from monai_embedseg.losses import SpatialEmbeddingLoss
 from monai_embedseg.metrics import ap_dsb
 from monai_embedseg.networks.nets import BranchedERFNet
-from monai_embedseg.transforms import EmbedSegCluster, GenerateCenterImaged, RandObjectCropd
 from monai_embedseg.testing.oracle import oracle_prediction
+from monai_embedseg.transforms import EmbedSegCluster, GenerateCenterImaged, RandObjectCropd
 
 QUICK = os.environ.get("EMBEDSEG_TUTORIAL_QUICK") == "1"
 WORK_DIR = Path(os.environ.get("EMBEDSEG_TUTORIAL_DIR", "embedseg_3d_tutorial_output")).resolve()
@@ -112,8 +112,9 @@ def orthogonal_views(volumes, titles, spacing, center=None, file_name=None, supt
     center = center or tuple(s // 2 for s in volumes[0].shape)
     z, y, x = center
     sz, sy, sx = spacing
-    fig, axes = plt.subplots(len(volumes), 3, figsize=(13, 3.6 * len(volumes)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1, 1]})
+    fig, axes = plt.subplots(
+        len(volumes), 3, figsize=(13, 3.6 * len(volumes)), squeeze=False, gridspec_kw={"width_ratios": [1, 1, 1]}
+    )
     for row, (vol, title) in enumerate(zip(volumes, titles)):
         views = [
             (vol[z], f"{title}: xy (z={z})", sy / sx),
@@ -157,8 +158,11 @@ ap_oracle = ap_dsb([label], [oracle_labels], thresholds=thresholds)
 ap_wrong = ap_dsb([label], [oracle_wrong], thresholds=thresholds)
 print("IoU threshold            " + "  ".join(f"{t:.1f}" for t in thresholds))
 print("oracle, right spacing    " + "  ".join(f"{a:.2f}" for a in ap_oracle))
-print("oracle, spacing ignored  " + "  ".join(f"{a:.2f}" for a in ap_wrong)
-      + f"   ({oracle_wrong.max()} fragments for {label.max()} cells)")
+print(
+    "oracle, spacing ignored  "
+    + "  ".join(f"{a:.2f}" for a in ap_wrong)
+    + f"   ({oracle_wrong.max()} fragments for {label.max()} cells)"
+)
 orthogonal_views(
     [label, oracle_labels, oracle_wrong],
     ["labels", "oracle, spacing (3,1,1)", "oracle, spacing ignored"],
@@ -188,8 +192,10 @@ crop = list(props["crop_size"])
 # equal y and x sizes (so that (y, x) rotations keep the crop shape), at least 64 to hold several cells
 crop[1:] = [max(crop[1:])] * 2 if QUICK else [max(*crop[1:], 64)] * 2
 CROP_SIZE = tuple(min(c, s) for c, s in zip(crop, SHAPE))
-print(f"crop size (z, y, x): {CROP_SIZE}; foreground weight: {props['foreground_weight']:.2f}; "
-      f"min object size: {props['min_object_size']} voxels")
+print(
+    f"crop size (z, y, x): {CROP_SIZE}; foreground weight: {props['foreground_weight']:.2f}; "
+    f"min object size: {props['min_object_size']} voxels"
+)
 
 keys = ["image", "label"]
 train_transforms = Compose(

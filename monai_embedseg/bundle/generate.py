@@ -281,8 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         configs = Path(path).parent
         print(f"{path} differs from what python -m monai_embedseg.bundle.generate writes")
         print(_diff(path, configs.parent.name, Path(path).name))
-    print(f"{len(differing)} file(s) differ: edit monai_embedseg/bundle/template/ or recipes/, then run "
-          "python -m monai_embedseg.bundle.generate", file=sys.stderr)
+    print(
+        f"{len(differing)} file(s) differ: edit monai_embedseg/bundle/template/ or recipes/, then run "
+        "python -m monai_embedseg.bundle.generate",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -76,14 +76,17 @@ def pad_one_hot_collate(
         values = [d[key] for d in data]
         for v in values:
             if not isinstance(v, (torch.Tensor, np.ndarray)):
-                raise TypeError(f"pad_one_hot_collate: {key!r} must hold numpy arrays or torch tensors, "
-                                f"got {type(v).__name__}.")
+                raise TypeError(
+                    f"pad_one_hot_collate: {key!r} must hold numpy arrays or torch tensors, got {type(v).__name__}."
+                )
             if v.ndim < 2:
                 raise ValueError(f"pad_one_hot_collate: {key!r} must be (N, *spatial), got shape {tuple(v.shape)}.")
         spatial = {tuple(v.shape[1:]) for v in values}
         if len(spatial) > 1:
-            raise ValueError(f"pad_one_hot_collate: {key!r} stacks differ in spatial shape {sorted(spatial)}; "
-                             f"crop or pad them to one size first.")
+            raise ValueError(
+                f"pad_one_hot_collate: {key!r} stacks differ in spatial shape {sorted(spatial)}; "
+                f"crop or pad them to one size first."
+            )
         n_max = max(int(v.shape[0]) for v in values)
         for d, v in zip(data, values):
             n = int(v.shape[0])

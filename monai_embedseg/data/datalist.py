@@ -106,8 +106,9 @@ def release_datalist(root: PathLike, split: str = "train", one_hot: bool | str =
         if set(images) - set(onehots):
             problems.append(_missing_report("no one-hot mask in", onehot_dir, list(set(images) - set(onehots))))
         if set(onehots) - set(images):
-            problems.append(_missing_report("no image for these one-hot masks in", onehot_dir,
-                                            list(set(onehots) - set(images))))
+            problems.append(
+                _missing_report("no image for these one-hot masks in", onehot_dir, list(set(onehots) - set(images)))
+            )
     if problems:
         raise ValueError(f"unpaired files in {split_p}:\n  " + "\n  ".join(problems))
     out = []

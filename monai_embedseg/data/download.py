@@ -121,19 +121,23 @@ DATASETS: dict[str, DatasetInfo] = {
     "bbbc010": _release("bbbc010", "bbbc010-2012.zip"),
     "usiigaci": _release("usiigaci", "usiigaci-2017.zip"),
     "mouse_organoid_cells_cbg": _release(
-        "mouse_organoid_cells_cbg", "Mouse-Organoid-Cells-CBG.zip",
+        "mouse_organoid_cells_cbg",
+        "Mouse-Organoid-Cells-CBG.zip",
         "3695ac340473900ace8c37fd7f3ae0d37217de9f2b86c2341f36b1727825e48b",
     ),
     "platynereis_nuclei_cbg": _release(
-        "platynereis_nuclei_cbg", "Platynereis-Nuclei-CBG.zip",
+        "platynereis_nuclei_cbg",
+        "Platynereis-Nuclei-CBG.zip",
         "448cb7b46f2fe7d472795e05c8d7dfb40f259d94595ad2cfd256bc2aa4ab3be7",
     ),
     "mouse_skull_nuclei_cbg": _release(
-        "mouse_skull_nuclei_cbg", "Mouse-Skull-Nuclei-CBG.zip",
+        "mouse_skull_nuclei_cbg",
+        "Mouse-Skull-Nuclei-CBG.zip",
         "3600ec261a48bf953820e0536cacd0bb8a5141be6e7435a4cb0fffeb0caf594e",
     ),
     "platynereis_ish_nuclei_cbg": _release(
-        "platynereis_ish_nuclei_cbg", "Platynereis-ISH-Nuclei-CBG.zip",
+        "platynereis_ish_nuclei_cbg",
+        "Platynereis-ISH-Nuclei-CBG.zip",
         "bc9284df6f6d691a8e81b47310d95617252cc98ebf7daeab55801b330ba921e0",
     ),
     "parhyale_nuclei_igfl": DatasetInfo(
@@ -260,8 +264,10 @@ def prepare_dataset(
         return str(dataset_dir)
     url = url or info.url
     if url is None:
-        raise FileNotFoundError(f"dataset {name!r} cannot be downloaded automatically and {dataset_dir} does not "
-                                f"hold it in the release layout. {info.manual}")
+        raise FileNotFoundError(
+            f"dataset {name!r} cannot be downloaded automatically and {dataset_dir} does not "
+            f"hold it in the release layout. {info.manual}"
+        )
     filename = info.filename or (os.path.basename(url.split("?")[0]) or f"{name}.zip")
     expected, source = _expected_checksum(sha256, dataset_dir, filename, info)
     if dataset_dir.is_dir():
@@ -384,8 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.name or not args.dataset_dir:
         parser.error("NAME and DATASET_DIR are required (or --list).")
     try:
-        out = prepare_dataset(args.name, args.dataset_dir, sha256=args.sha256, url=args.url,
-                              progress=not args.no_progress)
+        out = prepare_dataset(
+            args.name, args.dataset_dir, sha256=args.sha256, url=args.url, progress=not args.no_progress
+        )
     except (ValueError, FileNotFoundError, FileExistsError, ConnectionError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

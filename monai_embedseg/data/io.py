@@ -271,9 +271,7 @@ def _atomic_tiff_write(
         metadata["spacing"] = spacing
         kwargs.update(resolution=(1.0 / spacing[-1], 1.0 / spacing[-2]), resolutionunit=1)
     with atomic_output(path, overwrite) as tmp:
-        tifffile.imwrite(
-            tmp, array, photometric="minisblack", metadata=metadata, compression=compression, **kwargs
-        )
+        tifffile.imwrite(tmp, array, photometric="minisblack", metadata=metadata, compression=compression, **kwargs)
     return path
 
 

@@ -127,8 +127,10 @@ def compute_dataset_properties(
     source = next((name for name, value in candidates.items() if value is not None), "unit")
     sp = resolve_spacing(candidates.get(source), spatial_dims)
     mean, std = extents.mean(0), extents.std(0)
-    crop = [int(max(CROP_MULTIPLE, math.ceil((m + CROP_N_STD * s) / CROP_MULTIPLE) * CROP_MULTIPLE)) for m, s in
-            zip(mean, std)]
+    crop = [
+        int(max(CROP_MULTIPLE, math.ceil((m + CROP_N_STD * s) / CROP_MULTIPLE) * CROP_MULTIPLE))
+        for m, s in zip(mean, std)
+    ]
     shapes = np.asarray([st["shape"] for st in stats])
     n_fg = sum(st["foreground"] for st in stats)
     n_total = int(sum(np.prod(st["shape"]) for st in stats))
@@ -265,10 +267,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_embedse
     )
     parser.add_argument("dataset_dir", help="dataset folder holding <split>/images and <split>/masks")
     parser.add_argument("--splits", nargs="+", default=["train"], help="splits to include (default: train)")
-    parser.add_argument("--spacing", nargs="+", type=float, default=None,
-                        help="pixel size per spatial axis, z y x order (default: from the files, else 1)")
-    parser.add_argument("--one-hot", choices=["auto", "yes", "no"], default="auto",
-                        help="use masks_onehot (default auto: when every split has it)")
+    parser.add_argument(
+        "--spacing",
+        nargs="+",
+        type=float,
+        default=None,
+        help="pixel size per spatial axis, z y x order (default: from the files, else 1)",
+    )
+    parser.add_argument(
+        "--one-hot",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="use masks_onehot (default auto: when every split has it)",
+    )
     parser.add_argument("--output", default=None, help="write the JSON to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     args = parser.parse_args(argv)

@@ -155,9 +155,7 @@ def _draw_count(rng: np.random.Generator, value: int | Sequence[int], name: str)
     return int(rng.integers(lo, hi + 1))
 
 
-def _blob_image(
-    rng: np.random.Generator, label: np.ndarray, dist: np.ndarray, background: float = 0.08
-) -> np.ndarray:
+def _blob_image(rng: np.random.Generator, label: np.ndarray, dist: np.ndarray, background: float = 0.08) -> np.ndarray:
     """Clean image: per-object intensity falling off towards the border, plus a faint smooth texture."""
     n = int(label.max())
     inten = np.concatenate([[0.0], rng.uniform(0.45, 1.0, n)]).astype(np.float32)
@@ -276,9 +274,9 @@ def synthetic_worms_2d(
         edt = ndimage.distance_transform_edt(canvas)
         local = edt <= r
         mask = np.zeros(shape, dtype=bool)
-        mask[lo[0]:hi[0], lo[1]:hi[1]] = local
+        mask[lo[0] : hi[0], lo[1] : hi[1]] = local
         prof = np.zeros(shape, dtype=np.float32)
-        prof[lo[0]:hi[0], lo[1]:hi[1]] = np.where(local, 1.0 - 0.5 * (edt / r) ** 2, 0.0)
+        prof[lo[0] : hi[0], lo[1] : hi[1]] = np.where(local, 1.0 - 0.5 * (edt / r) ** 2, 0.0)
         masks.append(mask)
         profiles.append(prof)
     one_hot = np.stack(masks).astype(np.uint8)
@@ -423,8 +421,17 @@ def write_synthetic_dataset(
     shape = tuple(int(s) for s in (shape if shape is not None else SYNTHETIC_KINDS[kind]))
     root_p = Path(os.fspath(root))
     params = json.loads(
-        json.dumps({"kind": kind, "n_train": int(n_train), "n_test": int(n_test), "seed": seed,
-                    "shape": list(shape), "kwargs": kwargs}, default=list)
+        json.dumps(
+            {
+                "kind": kind,
+                "n_train": int(n_train),
+                "n_test": int(n_test),
+                "seed": seed,
+                "shape": list(shape),
+                "kwargs": kwargs,
+            },
+            default=list,
+        )
     )
     splits = [("train", int(n_train)), ("test", int(n_test))]
     folders = ["images", "masks"] + (["masks_onehot"] if kind == "worms_2d" else [])

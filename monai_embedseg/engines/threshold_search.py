@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_embedseg.metrics.matching import image_match_counts, ap_from_counts
+from monai_embedseg.constants import PAPER_THRESHOLDS
+from monai_embedseg.metrics.matching import ap_from_counts, image_match_counts
 from monai_embedseg.transforms.cluster import cluster_embeddings
 from monai_embedseg.utils.checkpoint import load_weights
 from monai_embedseg.utils.files import atomic_output
-from monai_embedseg.constants import PAPER_THRESHOLDS
 
 __all__ = ["ThresholdSearch", "read_thresholds", "PAPER_THRESHOLDS", "THRESHOLDS_FILE"]
 

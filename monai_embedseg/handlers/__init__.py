@@ -1,9 +1,9 @@
 """Ignite handlers: loss-term logging, TensorBoard instance panels, resuming."""
 
-from .instance_panels import InstancePanelsHandler, instance_colors, middle_slice
 from .ap_report import APReportHandler, format_ap_table, write_ap_tables
+from .final_validation import FinalValidationHandler
+from .instance_panels import InstancePanelsHandler, instance_colors, middle_slice
 from .loss_terms import LossTermsHandler
 from .resume import BestModelSaver, ResumeHandler, TrainingCheckpointSaver, latest_checkpoint
 from .step_time import STEP_PARTS, StepTimeHandler
 from .time_to_accuracy import TimeToAccuracyHandler
-from .final_validation import FinalValidationHandler

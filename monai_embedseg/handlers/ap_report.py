@@ -11,11 +11,10 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from monai_embedseg.utils.files import atomic_output
 from monai_embedseg.constants import IOU_THRESHOLDS_FINE, PRED_LABELS_KEY
+from monai_embedseg.utils.files import atomic_output
 
 __all__ = ["APReportHandler", "write_ap_tables", "format_ap_table"]
-
 
 
 def _atomic_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence], overwrite: bool = True) -> None:
@@ -70,8 +69,12 @@ def write_ap_tables(
     }
     header = ["name", *[f"AP@{t:.2f}" for t in thresholds]]
     _atomic_csv(tables[0], header, [[n, *[f"{v:.6f}" for v in ap]] for n, ap in zip(names, per_image)], overwrite)
-    _atomic_csv(tables[1], ["threshold", "AP_dsb_pooled", "AP_dsb_by_image"],
-                [[f"{t:.2f}", f"{a:.6f}", f"{b:.6f}"] for t, a, b in zip(thresholds, *summary.values())], overwrite)
+    _atomic_csv(
+        tables[1],
+        ["threshold", "AP_dsb_pooled", "AP_dsb_by_image"],
+        [[f"{t:.2f}", f"{a:.6f}", f"{b:.6f}"] for t, a, b in zip(thresholds, *summary.values())],
+        overwrite,
+    )
     return summary
 
 
@@ -84,8 +87,14 @@ class APReportHandler:
         thresholds: IoU thresholds (default 0.5..0.9 in steps of 0.05).
     """
 
-    def __init__(self, output_dir: str, pred_key: str = PRED_LABELS_KEY, label_key: str = "label",
-                 thresholds: Sequence[float] = IOU_THRESHOLDS_FINE, prefix: str = "ap") -> None:
+    def __init__(
+        self,
+        output_dir: str,
+        pred_key: str = PRED_LABELS_KEY,
+        label_key: str = "label",
+        thresholds: Sequence[float] = IOU_THRESHOLDS_FINE,
+        prefix: str = "ap",
+    ) -> None:
         self.output_dir = output_dir
         self.pred_key, self.label_key = pred_key, label_key
         self.thresholds = tuple(thresholds)
@@ -101,8 +110,10 @@ class APReportHandler:
 
     def _collect(self, engine: Engine) -> None:
         for item in engine.state.output:
-            pred, label = (np.asarray(item[k].detach().cpu() if isinstance(item[k], torch.Tensor) else item[k])
-                           for k in (self.pred_key, self.label_key))
+            pred, label = (
+                np.asarray(item[k].detach().cpu() if isinstance(item[k], torch.Tensor) else item[k])
+                for k in (self.pred_key, self.label_key)
+            )
             meta = getattr(item[self.label_key], "meta", {}) or {}
             name = Path(str(meta.get("filename_or_obj", f"image_{len(self._items)}"))).name
             self._items.append((name, label, pred))

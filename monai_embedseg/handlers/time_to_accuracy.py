@@ -98,8 +98,14 @@ class TimeToAccuracyHandler:
             w = csv.writer(f)
             if new:
                 w.writerow(["seconds", "epoch", "iteration", *metrics])
-            w.writerow([f"{seconds:.1f}", getattr(trainer_state, "epoch", 0), getattr(trainer_state, "iteration", 0),
-                        *(f"{v:.4f}" for v in metrics.values())])
+            w.writerow(
+                [
+                    f"{seconds:.1f}",
+                    getattr(trainer_state, "epoch", 0),
+                    getattr(trainer_state, "iteration", 0),
+                    *(f"{v:.4f}" for v in metrics.values()),
+                ]
+            )
 
     def _snapshots(self, engine: Engine, final: bool = False) -> None:
         """Copy the best model at each passed mark; at the end of training, at every mark not yet reached."""

@@ -27,11 +27,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from monai.utils import LossReduction
-
-from monai_embedseg.losses.lovasz import lovasz_order, lovasz_sorted
 from monai_embedseg.embedding import (
     OFFSET_SCALE,
     SIGMA_SCALE,
@@ -40,6 +38,7 @@ from monai_embedseg.embedding import (
     pixel_coordinates,
     resolve_spacing,
 )
+from monai_embedseg.losses.lovasz import lovasz_order, lovasz_sorted
 
 __all__ = ["SpatialEmbeddingLoss"]
 
@@ -239,8 +238,10 @@ class SpatialEmbeddingLoss(_Loss):
         dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=device.type, enabled=False):
             per_image, terms = self._compute(
-                input.to(dtype), instance.to(device).reshape(batch, instance.shape[1], -1),
-                center.to(device).reshape(batch, -1) != 0, spacing,
+                input.to(dtype),
+                instance.to(device).reshape(batch, instance.shape[1], -1),
+                center.to(device).reshape(batch, -1) != 0,
+                spacing,
             )
         if self.reduction == LossReduction.MEAN.value:
             out, reduce = per_image.mean(), (lambda t: t.mean())
@@ -306,8 +307,14 @@ class SpatialEmbeddingLoss(_Loss):
             sl = slice(pair_start[start], pair_start[stop])
             lovasz.append(
                 self._instance_chunk(
-                    emb, image_of[start:stop], center[start:stop], scale[start:stop], size[start:stop],
-                    pair_obj[sl] - start, pair_pix[sl], phi_pairs[sl],
+                    emb,
+                    image_of[start:stop],
+                    center[start:stop],
+                    scale[start:stop],
+                    size[start:stop],
+                    pair_obj[sl] - start,
+                    pair_pix[sl],
+                    phi_pairs[sl],
                 )
             )
         lovasz = torch.cat(lovasz)
@@ -393,9 +400,12 @@ class SpatialEmbeddingLoss(_Loss):
             ValueError: an object has no True ``center`` pixel inside its mask.
         """
         n_dims = coords.shape[0]
-        mean = torch.zeros(n_obj, n_dims, device=coords.device, dtype=coords.dtype).index_add_(
-            0, pair_obj, coords[:, pair_pix].T
-        ) / size[:, None]
+        mean = (
+            torch.zeros(n_obj, n_dims, device=coords.device, dtype=coords.dtype).index_add_(
+                0, pair_obj, coords[:, pair_pix].T
+            )
+            / size[:, None]
+        )
         cand = torch.nonzero(center[pair_img, pair_pix])[:, 0]  # pairs on a center pixel, in (object, pixel) order
         cand_obj, cand_pix = pair_obj[cand], pair_pix[cand]
         dist = (coords[:, cand_pix].T - mean[cand_obj]).square().sum(-1)

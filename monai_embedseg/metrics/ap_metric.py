@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from monai.metrics import CumulativeIterationMetric
 
-from monai_embedseg.metrics.matching import check_thresholds, ap_from_counts, image_match_counts
 from monai_embedseg.constants import IOU_THRESHOLDS
+from monai_embedseg.metrics.matching import ap_from_counts, check_thresholds, image_match_counts
 
 __all__ = ["APDSBMetric"]
 

@@ -9,7 +9,6 @@ import torch
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.utils import convert_to_dst_type, convert_to_numpy
 
-from monai_embedseg.labels import check_instance_labels, one_hot_to_label_map
 from monai_embedseg.embedding import (
     OFFSET_SCALE,
     SIGMA_SCALE,
@@ -17,6 +16,7 @@ from monai_embedseg.embedding import (
     pixel_coordinates,
     resolve_spacing,
 )
+from monai_embedseg.labels import check_instance_labels, one_hot_to_label_map
 
 __all__ = ["oracle_prediction"]
 

@@ -1,37 +1,37 @@
 """MONAI transforms for EmbedSeg: center targets, label hygiene, object-centered crops, clustering."""
 
-from .center import GenerateCenterImage, GenerateCenterImaged, GenerateCenterImageD, GenerateCenterImageDict
-from .labels import (
-    FillHolesPerObject,
-    FillHolesPerObjectd,
-    FillHolesPerObjectD,
-    FillHolesPerObjectDict,
-    LabelToOneHot,
-    LabelToOneHotd,
-    LabelToOneHotD,
-    LabelToOneHotDict,
-    OneHotToLabel,
-    OneHotToLabeld,
-    OneHotToLabelD,
-    OneHotToLabelDict,
-    RelabelConsecutive,
-    RelabelConsecutived,
-    RelabelConsecutiveD,
-    RelabelConsecutiveDict,
-    RemoveSmallInstances,
-    RemoveSmallInstancesd,
-    RemoveSmallInstancesD,
-    RemoveSmallInstancesDict,
-    ValidateInstanceLabels,
-    ValidateInstanceLabelsd,
-    ValidateInstanceLabelsD,
-    ValidateInstanceLabelsDict,
-)
-from .crop import RandObjectCrop, RandObjectCropd, RandObjectCropD, RandObjectCropDict
+from .center import GenerateCenterImage, GenerateCenterImageD, GenerateCenterImaged, GenerateCenterImageDict
 from .cluster import (
     EmbedSegCluster,
-    EmbedSegClusterd,
     EmbedSegClusterD,
+    EmbedSegClusterd,
     EmbedSegClusterDict,
     cluster_embeddings,
+)
+from .crop import RandObjectCrop, RandObjectCropD, RandObjectCropd, RandObjectCropDict
+from .labels import (
+    FillHolesPerObject,
+    FillHolesPerObjectD,
+    FillHolesPerObjectd,
+    FillHolesPerObjectDict,
+    LabelToOneHot,
+    LabelToOneHotD,
+    LabelToOneHotd,
+    LabelToOneHotDict,
+    OneHotToLabel,
+    OneHotToLabelD,
+    OneHotToLabeld,
+    OneHotToLabelDict,
+    RelabelConsecutive,
+    RelabelConsecutiveD,
+    RelabelConsecutived,
+    RelabelConsecutiveDict,
+    RemoveSmallInstances,
+    RemoveSmallInstancesD,
+    RemoveSmallInstancesd,
+    RemoveSmallInstancesDict,
+    ValidateInstanceLabels,
+    ValidateInstanceLabelsD,
+    ValidateInstanceLabelsd,
+    ValidateInstanceLabelsDict,
 )

@@ -44,8 +44,8 @@ from monai.transforms.transform import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, ensure_tuple
 from scipy import ndimage
 
-from monai_embedseg.embedding import OFFSET_SCALE, SIGMA_SCALE, decode_pixels, n_sigma_of, resolve_spacing
 from monai_embedseg.constants import FG_THRESH, SEED_THRESH
+from monai_embedseg.embedding import OFFSET_SCALE, SIGMA_SCALE, decode_pixels, n_sigma_of, resolve_spacing
 
 __all__ = [
     "CLAIM_Q",

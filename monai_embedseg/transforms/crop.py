@@ -209,9 +209,7 @@ class RandObjectCropd(RandomizableTransform, MapTransform, MultiSampleTrait):
             crop_size, num_samples=num_samples, jitter=jitter, weighting=weighting, one_hot=one_hot, **pad_kwargs
         )
 
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RandObjectCropd:
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandObjectCropd:
         """Seed this transform and the wrapped :class:`RandObjectCrop`."""
         super().set_random_state(seed, state)
         self.cropper.set_random_state(seed, state)

@@ -21,6 +21,7 @@ Why not MONAI's ``FillHoles`` / ``RemoveSmallObjects`` (checked against MONAI 1.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+
 import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor

@@ -109,7 +109,11 @@ class NonBottleneck1d(nn.Module):
                 dils[axis] = dil
                 layers.append(
                     Conv[Conv.CONV, spatial_dims](
-                        channels, channels, kernel_size=tuple(kernel), padding=tuple(pad), dilation=tuple(dils),
+                        channels,
+                        channels,
+                        kernel_size=tuple(kernel),
+                        padding=tuple(pad),
+                        dilation=tuple(dils),
                         bias=True,
                     )
                 )

@@ -1,5 +1,5 @@
 """Networks for EmbedSeg."""
 
-from .branched_erfnet import BranchedERFNet, BackboneAdapter
-from .precision import FastForward, bf16_supported, resolve_precision
+from .branched_erfnet import BackboneAdapter, BranchedERFNet
 from .onnx_network import OnnxNetwork, export_onnx
+from .precision import FastForward, bf16_supported, resolve_precision

@@ -36,8 +36,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers.factories import Conv
 
-from monai_embedseg.networks.blocks.erfnet import DownsamplerBlock, NonBottleneck1d, UpsamplerBlock
 from monai_embedseg.embedding import n_sigma_of
+from monai_embedseg.networks.blocks.erfnet import DownsamplerBlock, NonBottleneck1d, UpsamplerBlock
 
 __all__ = ["BranchedERFNet", "BackboneAdapter"]
 

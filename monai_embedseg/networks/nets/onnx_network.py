@@ -33,8 +33,15 @@ def export_onnx(network: nn.Module, path: str, spatial_dims: int, in_channels: i
     axes = {0: "batch", **{2 + i: f"dim{i}" for i in range(spatial_dims)}}
     example = torch.rand(1, in_channels, *[37] * spatial_dims)
     with atomic_output(path, overwrite=overwrite) as tmp, torch.no_grad():
-        torch.onnx.export(network, (example,), tmp, input_names=["image"], output_names=["pred"],
-                          dynamic_axes={"image": axes, "pred": axes}, dynamo=False)
+        torch.onnx.export(
+            network,
+            (example,),
+            tmp,
+            input_names=["image"],
+            output_names=["pred"],
+            dynamic_axes={"image": axes, "pred": axes},
+            dynamo=False,
+        )
     return str(path)
 
 
