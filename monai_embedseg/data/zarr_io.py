@@ -175,7 +175,7 @@ class ArrayVolume:
 
     Args:
         array: ``(*spatial)`` or channel-first ``(C, *spatial)``.
-        spatial_dims: 2 or 3 (``None``: ``array.ndim`` when it is 2 or 3, i.e. no channel axis).
+        spatial_dims: 2 or 3 (``None``: ``array.ndim`` when it is 2 or 3, i.e. no channel axis; 3 for 4D arrays).
         spacing: physical voxel size per spatial axis (``None``: unknown).
     """
 
@@ -183,7 +183,7 @@ class ArrayVolume:
 
     def __init__(self, array: Any, spatial_dims: int | None = None, spacing: Sequence[float] | None = None) -> None:
         ndim = len(array.shape)
-        spatial_dims = ndim if spatial_dims is None else int(spatial_dims)
+        spatial_dims = (ndim if ndim in (2, 3) else 3) if spatial_dims is None else int(spatial_dims)
         if spatial_dims not in (2, 3) or ndim - spatial_dims not in (0, 1):
             raise ValueError(f"expected an array (*spatial) or (C, *spatial) with 2 or 3 spatial dims, got shape "
                              f"{tuple(array.shape)} for spatial_dims={spatial_dims}.")

@@ -606,8 +606,11 @@ class _Runner:
 
         if not tasks:
             return
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         keys = {str(t.key) for t in tasks}
-        with tqdm(total=len(tasks), desc=desc, unit="block", disable=not progress) as bar:
+        with tqdm(total=len(tasks), desc=desc, unit="block", disable=not progress) as bar, logging_redirect_tqdm(
+                loggers=[logger] if progress and logger.handlers else []):
             if self.client is not None:
                 from dask.distributed import as_completed
 
