@@ -296,6 +296,18 @@ def test_percentiles_of_a_volume_match_numpy_and_monai(tmp_path):
     np.testing.assert_allclose(block.numpy(), whole[:, 3:20, 10:50], rtol=1e-6, atol=1e-6)
 
 
+def test_layout_cores_partition_the_volume_and_blocks_are_aligned():
+    layout = BlockLayout((37, 50, 61), (12, 16, 20), (5, 9, 7), align=8)
+    cover = np.zeros(layout.shape, dtype=np.int32)
+    for i in range(layout.n_blocks):
+        cover[layout.core(i)] += 1
+        for c, e, h, s in zip(layout.core(i), layout.ext(i), layout.halo, layout.shape):
+            assert e.start <= max(c.start - h, 0) and e.stop >= min(c.stop + h, s)  # core + halo inside
+            assert e.start % 8 == 0 and (s - e.stop) % 8 == 0  # same sampling phase as the whole volume
+    assert cover.min() == cover.max() == 1 and layout.grid == (4, 4, 4)
+    assert len(layout.neighbours(0)) == 7 and len(layout.neighbours(layout.n_blocks // 2 + 5)) == 26
+
+
 # --------------------------------------------------------------------------------------------------- errors, memory
 def test_clear_errors_for_missing_corrupt_store_and_small_blocks(scene3d, tmp_path):
     lab, image = scene3d

@@ -109,6 +109,10 @@ class BlockLayout:
         shape: spatial shape ``(*spatial)`` of the volume.
         block: core size per axis (clipped to ``shape``); the last core along an axis may be smaller.
         halo: voxels added on each side of a core (clipped at the volume border).
+        align: an extended block starts a multiple of this from the volume's start and ends a multiple of it from
+            the volume's end: a CNN that downsamples by ``align`` (8 for ``BranchedERFNet``) is
+            translation-equivariant only for shifts by multiples of it, so an aligned block is seen at the same
+            sampling phase as in a whole-volume pass, also when TTA flips it (phase then counted from the end).
 
     Raises:
         ValueError: non-positive sizes, or a core smaller than the halo along an axis with more than one block.
@@ -117,6 +121,7 @@ class BlockLayout:
     shape: tuple[int, ...]
     block: tuple[int, ...]
     halo: tuple[int, ...]
+    align: int = 1
 
     def __post_init__(self) -> None:
         nd = len(self.shape)
@@ -154,8 +159,13 @@ class BlockLayout:
 
     def ext(self, i: int) -> tuple[slice, ...]:
         """Slices of the extended block (core + halo, clipped) of block ``i``."""
-        return tuple(slice(max(c.start - h, 0), min(c.stop + h, s)) for c, h, s in zip(self.core(i), self.halo,
-                                                                                       self.shape))
+        a = max(1, int(self.align))
+        out = []
+        for c, h, s in zip(self.core(i), self.halo, self.shape):
+            start = max((c.start - h) // a * a, 0)  # a multiple of ``align`` from the volume's start
+            stop = s - max((s - c.stop - h) // a * a, 0)  # a multiple of ``align`` from the volume's end (flips)
+            out.append(slice(start, stop))
+        return tuple(out)
 
     def neighbours(self, i: int) -> list[int]:
         """Blocks whose grid position differs from block ``i``'s by at most 1 per axis (``i`` excluded)."""
@@ -258,7 +268,7 @@ def choose_block_size(
     n = [1] * len(shape)
     while True:
         core = [min(s, math.ceil(math.ceil(s / k) / multiple) * multiple) for s, k in zip(shape, n)]
-        ext = [min(s, c + 2 * h) for s, c, h in zip(shape, core, halo)]
+        ext = [min(s, c + 2 * h + 2 * (multiple - 1)) for s, c, h in zip(shape, core, halo)]
         if estimate(ext) <= budget:
             return tuple(core)
         can = [d for d in range(len(shape)) if core[d] > max(halo[d], multiple)]
@@ -678,6 +688,7 @@ def segment_blockwise(
     workers: int | None = None,
     spatial_dims: int | None = None,
     output_spacing: Sequence[float] | None = None,
+    align: int = 8,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -703,6 +714,8 @@ def segment_blockwise(
         workers: blocks at the same time on the local scheduler (default 1: the network already uses every core).
         spatial_dims: 2 or 3 (default: from the image).
         output_spacing: voxel size written to the output's OME metadata (default: the image's, else ``spacing``).
+        align: extended blocks start at multiples of this (the network's downsampling factor; see
+            :class:`BlockLayout`).
         overwrite: replace an existing store at ``output`` (else a finished store or another run's store is refused,
             and an unfinished run of the same job is resumed).
         progress: tqdm bars over the blocks.
@@ -748,14 +761,14 @@ def segment_blockwise(
             est = functools.partial(estimate_block_memory, in_channels=volume.n_channels, tta=predictor.tta,
                                     roi_size=predictor.roi_size, sw_batch_size=predictor.sw_batch_size)
             block_size = choose_block_size(shape, halo, limit, base_bytes=base, workers=par, estimate=est)
-        layout = BlockLayout(shape, _tuple(block_size, nd, "block size"), halo)
+        layout = BlockLayout(shape, _tuple(block_size, nd, "block size"), halo, align)
         if runner.client is None:
             threads = configure_threads()
             if runner_workers > 1:
                 torch.set_num_threads(max(1, threads // runner_workers))
         job_id = _normalise_json({
             "input": getattr(volume, "path", None), "input_shape": list(volume.shape), "dtype": str(volume.dtype),
-            "block": list(layout.block), "halo": list(layout.halo), "spacing": list(spacing),
+            "block": list(layout.block), "halo": list(layout.halo), "align": layout.align, "spacing": list(spacing),
             "seed_thresh": seed_thresh, "fg_thresh": fg_thresh, "min_object_size": int(min_object_size),
             "min_unclaimed": min_unclaimed, "predictor": predictor.fingerprint(),
             "intensity_range": None if intensity_range is None else np.asarray(intensity_range).tolist(),
