@@ -884,7 +884,10 @@ def _run_phases(job: _Job, predictor: BlockPredictor, runner: _Runner, progress:
         logger.info(f"{job.store}: resuming, {skipped} of {lay.n_blocks} blocks already done")
     tag = hashlib.sha1(f"{job.store}{time.time()}".encode()).hexdigest()[:12]
     job_d = dask.delayed(job, name=f"embedseg-job-{tag}", traverse=False)
-    pred_d = dask.delayed(predictor, name=f"embedseg-predictor-{tag}", traverse=False)
+    if runner.client is not None:  # one copy of the predictor (and its weights) on every worker, sent once
+        pred_d = runner.client.scatter(predictor, broadcast=True, hash=False)
+    else:
+        pred_d = dask.delayed(predictor, name=f"embedseg-predictor-{tag}", traverse=False)
     touching = [0]
 
     def log_block(r: dict) -> None:
