@@ -336,7 +336,7 @@ def test_block_size_follows_the_memory_limit():
         assert max(estimate_block_memory(layout.ext_shape(i)) for i in range(layout.n_blocks)) <= limit - 2**29
         assert all(b >= h for b, h in zip(blk, halo))
     with pytest.raises(ValueError, match="memory limit .* too small"):
-        choose_block_size(shape, halo, parse_memory("200MB"))
+        choose_block_size(shape, halo, parse_memory("20MB"))
     assert parse_memory("4GiB") == 4 * 2**30
     with pytest.raises(ValueError, match="not a memory size"):
         parse_memory("lots")
