@@ -203,7 +203,11 @@ def run_block(cfg: dict) -> dict:
     import zarr
 
     from monai_embedseg.data.zarr_io import open_volume
-    from monai_embedseg.inferers import BlockPredictor, halo_from_properties, segment_blockwise
+    from monai_embedseg.inferers import (
+        BlockPredictor,
+        halo_from_properties,
+        segment_blockwise,
+    )
 
     torch.set_num_threads(cfg["threads"])
     src = vol = open_volume(cfg["input"])

@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["segment_large", "wants_blockwise", "run_from_args"]
+__all__ = ["run_from_args", "segment_large", "wants_blockwise"]
 
 _BLOCK_OPTIONS = ("block_size", "memory_limit", "scheduler")
 

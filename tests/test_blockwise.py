@@ -16,9 +16,15 @@ import pytest
 import torch
 import zarr
 
-from monai_embedseg.cli import main
 from monai_embedseg.bundle.paths import bundle_path
-from monai_embedseg.data import ArrayVolume, create_ome_zarr, open_volume, volume_percentiles, write_ome_zarr
+from monai_embedseg.cli import main
+from monai_embedseg.data import (
+    ArrayVolume,
+    create_ome_zarr,
+    open_volume,
+    volume_percentiles,
+    write_ome_zarr,
+)
 from monai_embedseg.inferers import (
     BlockLayout,
     BlockPredictor,
@@ -197,7 +203,7 @@ def test_2d_image_uses_the_same_path(tmp_path):
 def test_kill_then_resume_equals_an_uninterrupted_run(scene3d, tmp_path):
     lab, image = scene3d
     net = PointOracle(lab, (1, 1, 1), noise=1.2, sigma=0.8)
-    kw = dict(spacing=(1, 1, 1), block_size=(12, 16, 16), min_object_size=3, spatial_dims=3, progress=False)
+    kw = {"spacing": (1, 1, 1), "block_size": (12, 16, 16), "min_object_size": 3, "spatial_dims": 3, "progress": False}
     full = tmp_path / "full.zarr"
     segment_blockwise(image, full, BlockPredictor(net, percentiles=None), HALO, **kw)
     out = tmp_path / "killed.zarr"
@@ -219,7 +225,7 @@ def test_kill_then_resume_equals_an_uninterrupted_run(scene3d, tmp_path):
 def test_refuses_to_overwrite_without_overwrite(scene3d, tmp_path):
     lab, image = scene3d
     pred = BlockPredictor(PointOracle(lab, (1, 1, 1)), percentiles=None)
-    kw = dict(spacing=(1, 1, 1), block_size=(18, 24, 24), spatial_dims=3, progress=False)
+    kw = {"spacing": (1, 1, 1), "block_size": (18, 24, 24), "spatial_dims": 3, "progress": False}
     out = tmp_path / "labels.zarr"
     segment_blockwise(image, out, pred, HALO, **kw)
     before = read_labels(out)
@@ -308,6 +314,26 @@ def test_layout_cores_partition_the_volume_and_blocks_are_aligned():
     assert len(layout.neighbours(0)) == 7 and len(layout.neighbours(layout.n_blocks // 2 + 5)) == 26
 
 
+def test_block_predictor_runs_the_inferer_with_its_settings():
+    from monai_embedseg.inferers import EmbedSegInferer
+    from monai_embedseg.networks.nets import FastForward
+
+    torch.manual_seed(0)
+    net = BranchedERFNet(2, 1).eval()
+    image = np.random.default_rng(5).integers(0, 200, (1, 40, 48)).astype(np.uint8)
+    rng = np.array([[10.0, 190.0]], dtype=np.float32)
+    pred = BlockPredictor(net, roi_size=(32, 32), tta=True, spacing=(1.0, 1.0))
+    x = pred.normalise(image, rng)
+    np.testing.assert_allclose(x.numpy(), (image.astype(np.float32) - 10) / 180, rtol=1e-6)
+    with torch.inference_mode():
+        want = EmbedSegInferer(roi_size=(32, 32), tta=True, spacing=(1.0, 1.0), tta_batch_size=1)(
+            x[None], FastForward(net, precision="float32"))[0]
+    got = pred(image, rng)
+    assert got.shape == (5, 40, 48) and got.dtype == torch.float32
+    torch.testing.assert_close(got, want)
+    assert pred.fingerprint() != BlockPredictor(net, tta=False).fingerprint()
+
+
 # --------------------------------------------------------------------------------------------------- errors, memory
 def test_clear_errors_for_missing_corrupt_store_and_small_blocks(scene3d, tmp_path):
     lab, image = scene3d
@@ -350,7 +376,7 @@ def test_local_cluster_with_two_worker_processes_gives_the_same_labels(scene3d, 
 
     lab, image = scene3d
     net = PointOracle(lab, (1, 1, 1), noise=1.2, sigma=0.8)
-    kw = dict(spacing=(1, 1, 1), block_size=(18, 24, 24), min_object_size=3, spatial_dims=3, progress=False)
+    kw = {"spacing": (1, 1, 1), "block_size": (18, 24, 24), "min_object_size": 3, "spatial_dims": 3, "progress": False}
     src = write_ome_zarr(tmp_path / "in.zarr", image, spacing=(1, 1, 1), channel_axis=True)
     local = segment_blockwise(src, tmp_path / "local.zarr", BlockPredictor(net, percentiles=None), HALO, **kw)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
@@ -379,24 +405,24 @@ def model3d(tmp_path_factory):
 
 def test_cli_segments_a_zarr_volume_block_by_block(model3d, tmp_path, capsys):
     rng = np.random.default_rng(4)
-    vol = write_ome_zarr(tmp_path / "vol.zarr", rng.integers(0, 255, (12, 40, 40), dtype=np.uint8),
+    vol = write_ome_zarr(tmp_path / "vol.zarr", rng.integers(0, 255, (8, 32, 32), dtype=np.uint8),
                          spacing=(3.0, 1.0, 1.0))
     out = tmp_path / "labels.zarr"
 
-    def args(src=vol, dst=out, block=("12", "20", "20"), extra=()):
+    def args(src=vol, dst=out, block=("8", "16", "16"), extra=()):
         return ["segment", str(src), "--bundle", bundle_path("synthetic_3d"), "--output", str(dst), "--checkpoint",
-                str(model3d / "model.pt"), "--block-size", *block, "--tile", "12", "24", "24", *extra]
+                str(model3d / "model.pt"), "--block-size", *block, "--tile", "8", "24", "24", "--no-tta", *extra]
 
     assert main(args()) == 0  # with the bundle's default 16-fold TTA, sliding windows inside each block
     captured = capsys.readouterr()
-    assert "4 blocks of 12x20x20, halo 10x14x14" in captured.out and "block 4/4" in captured.err
+    assert "4 blocks of 8x16x16, halo 10x14x14" in captured.out and "block 4/4" in captured.err
     labels = read_labels(out)
-    assert labels.shape == (12, 40, 40) and labels.dtype == np.uint32
+    assert labels.shape == (8, 32, 32) and labels.dtype == np.uint32
     assert open_volume(out).spacing == (3.0, 1.0, 1.0)
     # one-line errors, exit code 2: existing output, block smaller than the halo, output not a Zarr store, missing
     assert main(args()) == 2
     assert "exists (a finished segmentation); pass --overwrite" in capsys.readouterr().err
-    assert main(args(block=("4", "20", "20"), extra=["--overwrite"])) == 2
+    assert main(args(block=("4", "16", "16"), extra=["--overwrite"])) == 2
     err = capsys.readouterr().err
     assert "smaller than the halo" in err and err.count("\n") == 1
     assert labels.shape == read_labels(out).shape  # the refused run left the store alone

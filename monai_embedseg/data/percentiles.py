@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["volume_percentiles", "slab_slices"]
+__all__ = ["slab_slices", "volume_percentiles"]
 
 _BINS = 1 << 16
 _GATHER_MAX = 1 << 22

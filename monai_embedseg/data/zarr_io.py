@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "LazyVolume",
     "ArrayVolume",
-    "open_volume",
+    "LazyVolume",
     "create_ome_zarr",
-    "write_ome_zarr",
-    "remove_zarr_store",
     "is_zarr_store",
+    "open_volume",
+    "remove_zarr_store",
+    "write_ome_zarr",
 ]
 
 PathLike = str | os.PathLike

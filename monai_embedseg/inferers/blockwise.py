@@ -80,14 +80,14 @@ import numpy as np
 import torch
 
 __all__ = [
+    "STATE_GROUP",
     "BlockLayout",
     "BlockPredictor",
-    "halo_from_properties",
-    "estimate_block_memory",
     "choose_block_size",
-    "segment_blockwise",
+    "estimate_block_memory",
+    "halo_from_properties",
     "parse_memory",
-    "STATE_GROUP",
+    "segment_blockwise",
 ]
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def halo_from_properties(properties: dict, margin: int | Sequence[int] = DEFAULT
     return tuple(int(e) + int(g) for e, g in zip(ext, m))
 
 
-def parse_memory(value: str | int | float) -> int:
+def parse_memory(value: str | float) -> int:
     """Bytes from ``"4GB"``, ``"4GiB"``, ``"500MB"``, ``4e9`` (Dask's rules: GB = 1e9, GiB = 2**30).
 
     Raises:
@@ -681,7 +681,7 @@ class _Runner:
                 return
 
             class _Progress(Callback):
-                def _posttask(self, key, result, dsk, state, worker_id):  # noqa: ANN001 (dask's signature)
+                def _posttask(self, key, result, dsk, state, worker_id):
                     if str(key) in keys:
                         on_result(result)
                         bar.update()
@@ -778,7 +778,11 @@ def segment_blockwise(
     import zarr
 
     from monai_embedseg.data.percentiles import volume_percentiles
-    from monai_embedseg.data.zarr_io import create_ome_zarr, is_zarr_store, remove_zarr_store
+    from monai_embedseg.data.zarr_io import (
+        create_ome_zarr,
+        is_zarr_store,
+        remove_zarr_store,
+    )
     from monai_embedseg.utils import configure_threads, resolve_spacing
 
     t_start = time.perf_counter()
@@ -920,7 +924,7 @@ def _run_phases(job: _Job, predictor: BlockPredictor, runner: _Runner, progress:
         state.create_array("gid_offsets", shape=offsets.shape, chunks=(len(offsets),), dtype="int64",
                            overwrite=True)[...] = offsets
         info["ids_ready"] = True
-        info["n_objects"] = int(len(allobj))
+        info["n_objects"] = len(allobj)
         root.attrs[_ATTR] = info
     merged = state["merged"][...].reshape(-1)
     todo = [i for i in range(lay.n_blocks) if not merged[i]]
