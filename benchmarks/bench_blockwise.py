@@ -51,8 +51,9 @@ def _tiles(seed: int = 0):
 
     out = []
     for k in range(_N_TILES):
-        img, lab = synthetic_cells_3d(_TILE, z_anisotropy=1, n_objects=400, radius=(5, 9), seed=seed + k,
-                                      blur=(1.5, 1.0, 1.0))
+        img, lab = synthetic_cells_3d(
+            _TILE, z_anisotropy=1, n_objects=400, radius=(5, 9), seed=seed + k, blur=(1.5, 1.0, 1.0)
+        )
         out.append((np.clip(img * 180.0, 0, 255).astype(np.uint8), lab.astype(np.int32)))
     return out
 
@@ -69,7 +70,7 @@ def write_tiled_volume(path: str, shape, spacing) -> None:
     for n, (z, y, x) in enumerate((z, y, x) for z in grid[0] for y in grid[1] for x in grid[2]):
         img = tiles[n % _N_TILES][0]
         size = tuple(min(t, s - o) for t, s, o in zip(_TILE, shape, (z, y, x)))
-        arr[z:z + size[0], y:y + size[1], x:x + size[2]] = img[: size[0], : size[1], : size[2]]
+        arr[z : z + size[0], y : y + size[1], x : x + size[2]] = img[: size[0], : size[1], : size[2]]
     os.replace(path + ".tmp", path)
 
 
@@ -172,22 +173,40 @@ def run_whole(cfg: dict) -> dict:
         norm = ScaleIntensityRangePercentiles(1.0, 99.8, 0.0, 1.0, clip=False, channel_wise=True, dtype=np.float32)
         x = torch.as_tensor(np.asarray(norm(torch.from_numpy(image))))[None]
         del image
-        inferer = EmbedSegInferer(roi_size=cfg["roi"], sw_batch_size=cfg["sw_batch_size"], overlap=0.25,
-                                  tta=cfg["tta"], spacing=spacing, tta_batch_size=1)
+        inferer = EmbedSegInferer(
+            roi_size=cfg["roi"],
+            sw_batch_size=cfg["sw_batch_size"],
+            overlap=0.25,
+            tta=cfg["tta"],
+            spacing=spacing,
+            tta_batch_size=1,
+        )
         runner = FastForward(_network(cfg), precision="float32").eval()
         with torch.inference_mode():
             pred = inferer(x, runner)[0]
         del x
-        labels, _ = cluster_embeddings(pred, spacing, seed_thresh=th["seed_thresh"], fg_thresh=th["fg_thresh"],
-                                       min_object_size=th["min_object_size"])
+        labels, _ = cluster_embeddings(
+            pred,
+            spacing,
+            seed_thresh=th["seed_thresh"],
+            fg_thresh=th["fg_thresh"],
+            min_object_size=th["min_object_size"],
+        )
         del pred
         lab = labels[0].numpy().astype(np.uint32)
         seconds = time.perf_counter() - t0
         if cfg.get("save"):
             write_ome_zarr(cfg["save"], lab, spacing=spacing, overwrite=True)
-    out = {"seconds": seconds, "peak_rss": rss.peak, "objects": int(lab.max()), "shape": list(lab.shape),
-           "block": "whole" if cfg["roi"] is None else "sw " + "x".join(map(str, cfg["roi"])), "blocks": 1,
-           "halo": "-", "workers": 1}
+    out = {
+        "seconds": seconds,
+        "peak_rss": rss.peak,
+        "objects": int(lab.max()),
+        "shape": list(lab.shape),
+        "block": "whole" if cfg["roi"] is None else "sw " + "x".join(map(str, cfg["roi"])),
+        "blocks": 1,
+        "halo": "-",
+        "workers": 1,
+    }
     if cfg.get("ref"):
         import zarr
 
@@ -215,30 +234,49 @@ def run_block(cfg: dict) -> dict:
     props = cfg["properties"]
     halo = halo_from_properties(props)
     net = _network(cfg)
-    predictor = BlockPredictor(net, tta=cfg["tta"], spacing=list(vol.spacing), precision="float32",
-                               roi_size=cfg.get("block_roi"))
+    predictor = BlockPredictor(
+        net, tta=cfg["tta"], spacing=list(vol.spacing), precision="float32", roi_size=cfg.get("block_roi")
+    )
     client = cluster = None
     if cfg["workers"] > 1 and cfg.get("distributed"):
         from dask.distributed import Client, LocalCluster
 
-        cluster = LocalCluster(n_workers=cfg["workers"], processes=True, threads_per_worker=1,
-                               dashboard_address=None)
+        cluster = LocalCluster(n_workers=cfg["workers"], processes=True, threads_per_worker=1, dashboard_address=None)
         client = Client(cluster)
     with _PeakRSS() as rss:
         t0 = time.perf_counter()
-        summary = segment_blockwise(src, cfg["save"], predictor, halo, spacing=list(vol.spacing),
-                                    block_size=cfg.get("block"), memory_limit=cfg.get("memory_limit"),
-                                    seed_thresh=th["seed_thresh"], fg_thresh=th["fg_thresh"],
-                                    min_object_size=th["min_object_size"], scheduler=client,
-                                    workers=None if client else cfg["workers"], overwrite=True, progress=False)
+        summary = segment_blockwise(
+            src,
+            cfg["save"],
+            predictor,
+            halo,
+            spacing=list(vol.spacing),
+            block_size=cfg.get("block"),
+            memory_limit=cfg.get("memory_limit"),
+            seed_thresh=th["seed_thresh"],
+            fg_thresh=th["fg_thresh"],
+            min_object_size=th["min_object_size"],
+            scheduler=client,
+            workers=None if client else cfg["workers"],
+            overwrite=True,
+            progress=False,
+        )
         seconds = time.perf_counter() - t0
     if client is not None:
         client.close()
         cluster.close()
-    out = {"seconds": seconds, "peak_rss": rss.peak, "objects": summary["objects"], "shape": summary["shape"],
-           "block": "x".join(map(str, summary["block_size"])), "blocks": summary["blocks"],
-           "halo": "x".join(map(str, summary["halo"])), "workers": cfg["workers"],
-           "conflicts": summary["conflict_voxels"], "touching": summary["touching_border"]}
+    out = {
+        "seconds": seconds,
+        "peak_rss": rss.peak,
+        "objects": summary["objects"],
+        "shape": summary["shape"],
+        "block": "x".join(map(str, summary["block_size"])),
+        "blocks": summary["blocks"],
+        "halo": "x".join(map(str, summary["halo"])),
+        "workers": cfg["workers"],
+        "conflicts": summary["conflict_voxels"],
+        "touching": summary["touching_border"],
+    }
     if cfg.get("ref"):
         from monai_embedseg.metrics import ap_dsb
 
@@ -250,19 +288,36 @@ def run_block(cfg: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------------------ table
 _COLS = [
-    ("case", "case", "{}", 24), ("network", "network", "{}", 10), ("voxels", "voxels", "{}", 11),
-    ("shape", "shape_s", "{}", 13), ("block size", "block", "{}", 12), ("halo", "halo", "{}", 9),
-    ("blocks", "blocks", "{}", 6), ("workers", "workers", "{}", 7), ("TTA", "tta", "{}", 5),
-    ("wall [s]", "seconds", "{:.0f}", 8), ("voxels/s", "vps", "{:.3g}", 9), ("peak RSS [GiB]", "rss", "{:.2f}", 14),
-    ("objects", "objects", "{}", 7), ("AP@0.9 vs whole", "ap90", "{:.4f}", 15),
+    ("case", "case", "{}", 24),
+    ("network", "network", "{}", 10),
+    ("voxels", "voxels", "{}", 11),
+    ("shape", "shape_s", "{}", 13),
+    ("block size", "block", "{}", 12),
+    ("halo", "halo", "{}", 9),
+    ("blocks", "blocks", "{}", 6),
+    ("workers", "workers", "{}", 7),
+    ("TTA", "tta", "{}", 5),
+    ("wall [s]", "seconds", "{:.0f}", 8),
+    ("voxels/s", "vps", "{:.3g}", 9),
+    ("peak RSS [GiB]", "rss", "{:.2f}", 14),
+    ("objects", "objects", "{}", 7),
+    ("AP@0.9 vs whole", "ap90", "{:.4f}", 15),
 ]
 
 
 def _row(case: str, cfg: dict, res: dict) -> dict:
     vox = math.prod(res["shape"])
-    return {**res, "case": case, "network": "trained" if cfg["weights"] else "untrained", "voxels": vox,
-            "shape_s": "x".join(map(str, res["shape"])), "tta": cfg["tta"], "vps": vox / res["seconds"],
-            "rss": res["peak_rss"] / 2**30, "ap90": res.get("ap90")}
+    return {
+        **res,
+        "case": case,
+        "network": "trained" if cfg["weights"] else "untrained",
+        "voxels": vox,
+        "shape_s": "x".join(map(str, res["shape"])),
+        "tta": cfg["tta"],
+        "vps": vox / res["seconds"],
+        "rss": res["peak_rss"] / 2**30,
+        "ap90": res.get("ap90"),
+    }
 
 
 def _print_header() -> None:
@@ -276,8 +331,9 @@ def _print_row(row: dict) -> None:
 
 
 def _run(case: str, cfg: dict, rows: list) -> dict | None:
-    proc = subprocess.run([sys.executable, __file__, "--single", json.dumps(cfg)], stdout=subprocess.PIPE, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--single", json.dumps(cfg)], stdout=subprocess.PIPE, text=True, check=False
+    )
     result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not result:
         print(f"case {case} failed (rc {proc.returncode}), see stderr", flush=True)
@@ -297,8 +353,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-limit", default="6GB")
     parser.add_argument("--cases", nargs="+", default=["equality", "memory", "scale"])
-    parser.add_argument("--baseline-z", type=int, default=258,
-                        help="slices of the 515-slice volume for the whole-volume baseline (0: all)")
+    parser.add_argument(
+        "--baseline-z",
+        type=int,
+        default=258,
+        help="slices of the 515-slice volume for the whole-volume baseline (0: all)",
+    )
     parser.add_argument("--equality-shape", type=int, nargs=3, default=[48, 256, 256])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
     parser.add_argument("--single", default=None, help=argparse.SUPPRESS)
@@ -331,16 +391,43 @@ def main() -> None:
             layouts = [[48, 128, 128], [24, 96, 96], [48, 64, 200]] if not args.quick else [[32, 64, 64]]
             for tta in (False, True):
                 ref = os.path.join(w, f"eq_whole_tta{int(tta)}.zarr")
-                _run("equality: whole", {**eq, "kind": "whole", "roi": None, "sw_batch_size": 1, "tta": tta,
-                                         "save": ref}, rows)
-                _run("equality: whole", {**eq, "kind": "whole", "roi": [32, 128, 128], "sw_batch_size": 4,
-                                         "tta": tta, "ref": ref}, rows)
+                _run(
+                    "equality: whole",
+                    {**eq, "kind": "whole", "roi": None, "sw_batch_size": 1, "tta": tta, "save": ref},
+                    rows,
+                )
+                _run(
+                    "equality: whole",
+                    {**eq, "kind": "whole", "roi": [32, 128, 128], "sw_batch_size": 4, "tta": tta, "ref": ref},
+                    rows,
+                )
                 for blk in layouts if not tta else layouts[:1]:
-                    _run("equality: blocks", {**eq, "kind": "block", "block": blk, "tta": tta, "ref": ref,
-                                              "save": os.path.join(w, "eq_blocks.zarr")}, rows)
-            _run("equality: LocalCluster", {**eq, "kind": "block", "block": layouts[-1], "workers": 2,
-                                            "distributed": True, "threads": 1, "save": os.path.join(w, "eq_blocks.zarr"),
-                                            "ref": os.path.join(w, "eq_whole_tta0.zarr")}, rows)
+                    _run(
+                        "equality: blocks",
+                        {
+                            **eq,
+                            "kind": "block",
+                            "block": blk,
+                            "tta": tta,
+                            "ref": ref,
+                            "save": os.path.join(w, "eq_blocks.zarr"),
+                        },
+                        rows,
+                    )
+            _run(
+                "equality: LocalCluster",
+                {
+                    **eq,
+                    "kind": "block",
+                    "block": layouts[-1],
+                    "workers": 2,
+                    "distributed": True,
+                    "threads": 1,
+                    "save": os.path.join(w, "eq_blocks.zarr"),
+                    "ref": os.path.join(w, "eq_whole_tta0.zarr"),
+                },
+                rows,
+            )
     if "memory" in args.cases or "scale" in args.cases:
         props = tiled_properties()
     if "memory" in args.cases:
@@ -352,22 +439,37 @@ def main() -> None:
         if z:  # the same tiling, first z slices: the baseline's volume
             sub = os.path.join(w, f"platy_{z}x{platy[1]}x{platy[2]}.zarr")
             write_tiled_volume(sub, (z, *platy[1:]), PLATY_SPACING)
-        _run("memory: whole", {**mem, "input": sub, "kind": "whole", "roi": [112, 200, 200], "sw_batch_size": 1},
-             rows)
+        _run("memory: whole", {**mem, "input": sub, "kind": "whole", "roi": [112, 200, 200], "sw_batch_size": 1}, rows)
         if z:  # like for like with the baseline (AP not scored: untrained network, different windowing)
-            _run("memory: blocks", {**mem, "input": sub, "kind": "block",
-                                    "save": os.path.join(w, "platy_blocks_sub.zarr")}, rows)
+            _run(
+                "memory: blocks",
+                {**mem, "input": sub, "kind": "block", "save": os.path.join(w, "platy_blocks_sub.zarr")},
+                rows,
+            )
         _run("memory: blocks", {**mem, "kind": "block", "save": os.path.join(w, "platy_blocks.zarr")}, rows)
     if "scale" in args.cases:
         src = os.path.join(w, f"scale_{'x'.join(map(str, scale))}.zarr")
         t0 = time.perf_counter()
         write_tiled_volume(src, scale, PLATY_SPACING)
         print(f"(scale volume {src} ready after {time.perf_counter() - t0:.0f} s)", flush=True)
-        _run("scale: blocks", {**base, "kind": "block", "input": src, "properties": props,
-                               "memory_limit": args.memory_limit, "save": os.path.join(w, "scale_blocks.zarr")}, rows)
-    print("AP@0.9 vs whole: labels scored against the whole-volume labels of the same network in one pass "
-          "(block 'whole' row above it; 1.0 = the same objects); 'sw R' = whole volume with MONAI's sliding window "
-          "of size R.", flush=True)
+        _run(
+            "scale: blocks",
+            {
+                **base,
+                "kind": "block",
+                "input": src,
+                "properties": props,
+                "memory_limit": args.memory_limit,
+                "save": os.path.join(w, "scale_blocks.zarr"),
+            },
+            rows,
+        )
+    print(
+        "AP@0.9 vs whole: labels scored against the whole-volume labels of the same network in one pass "
+        "(block 'whole' row above it; 1.0 = the same objects); 'sw R' = whole volume with MONAI's sliding window "
+        "of size R.",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""``monai-embedseg segment volume.zarr --bundle B --output labels.zarr``: block-wise segmentation from the command line.
+"""``monai-embedseg segment volume.zarr --bundle B --output labels.zarr``: block-wise segmentation, command line.
 
 The ``segment`` command of :mod:`monai_embedseg.cli` hands over to :func:`segment_large` when its input or its
 ``--output`` is a ``*.zarr`` store, or when ``--block-size``, ``--memory-limit`` or ``--scheduler`` is given (a large
-TIFF input works too); the output must then be one ``*.zarr`` store. The bundle, checkpoint, thresholds and dataset properties are found
-exactly as for whole images; the halo comes from the properties' object extents
+TIFF input works too); the output must then be one ``*.zarr`` store. The bundle, checkpoint, thresholds and dataset
+properties are found exactly as for whole images; the halo comes from the properties' object extents
 (:func:`~monai_embedseg.inferers.blockwise.halo_from_properties`).
 """
 
@@ -33,12 +33,13 @@ def wants_blockwise(args: argparse.Namespace) -> bool:
         return False
     why = "a .zarr input" if zarr_in else (" / ".join(options) if options else "a .zarr output")
     if not str(args.output).rstrip("/").lower().endswith(".zarr"):
-        raise ValueError(f"block-wise segmentation ({why}) writes a Zarr store: --output must end with .zarr, "
-                         f"got {args.output}.")
+        raise ValueError(
+            f"block-wise segmentation ({why}) writes a Zarr store: --output must end with .zarr, got {args.output}."
+        )
     if len(args.inputs) != 1:
         raise ValueError(f"block-wise segmentation ({why}) takes one input volume, got {len(args.inputs)}.")
-    for flag, value in (("--model", getattr(args, "model", None)), ("--channel-dim", getattr(args, "channel_dim", None))):
-        if value is not None:
+    for flag, name in (("--model", "model"), ("--channel-dim", "channel_dim")):
+        if getattr(args, name, None) is not None:
             raise ValueError(f"{flag} is not supported by block-wise segmentation ({why}).")
     return True
 
@@ -56,14 +57,28 @@ def run_from_args(args: argparse.Namespace) -> dict:
         block_logger.addHandler(handler)
         block_logger.setLevel(logging.INFO)
         block_logger.propagate = False
-    summary = segment_large(args.inputs[0], args.bundle, args.output, checkpoint=args.checkpoint,
-                            properties=args.properties, tta=args.tta, roi_size=args.tile, block_size=args.block_size,
-                            memory_limit=args.memory_limit, scheduler=args.scheduler, overwrite=args.overwrite,
-                            device=args.device, precision=args.precision, paper_thresholds=args.paper_thresholds,
-                            spacing=args.spacing)
-    print(f"wrote {summary['objects']} objects to {summary['output']} ({summary['blocks']} blocks of "
-          f"{'x'.join(map(str, summary['block_size']))}, halo {'x'.join(map(str, summary['halo']))}, "
-          f"{summary['seconds']:.0f} s)")
+    summary = segment_large(
+        args.inputs[0],
+        args.bundle,
+        args.output,
+        checkpoint=args.checkpoint,
+        properties=args.properties,
+        tta=args.tta,
+        roi_size=args.tile,
+        block_size=args.block_size,
+        memory_limit=args.memory_limit,
+        scheduler=args.scheduler,
+        overwrite=args.overwrite,
+        device=args.device,
+        precision=args.precision,
+        paper_thresholds=args.paper_thresholds,
+        spacing=args.spacing,
+    )
+    print(
+        f"wrote {summary['objects']} objects to {summary['output']} ({summary['blocks']} blocks of "
+        f"{'x'.join(map(str, summary['block_size']))}, halo {'x'.join(map(str, summary['halo']))}, "
+        f"{summary['seconds']:.0f} s)"
+    )
     return summary
 
 
@@ -139,7 +154,10 @@ def segment_large(
     tuned = read_thresholds(str(ckpt.parent), int(props["min_object_size"]), use_tuned=not paper_thresholds)
     spatial_dims = int(parser.get_parsed_content("spatial_dims"))
     in_channels = int(parser.get_parsed_content("in_channels"))
-    spacing = list(spacing) if spacing else parser.get_parsed_content("spacing")
+    if not spacing:  # the bundle's, else the training data's (dataset_properties.json), else the image's
+        spacing = parser.get_parsed_content("spacing") if "spacing" in parser else None
+        spacing = spacing if spacing is not None else props.get("spacing")
+    spacing = None if spacing is None else [float(s) for s in spacing]
     if spacing is not None and len(spacing) != spatial_dims:
         raise ValueError(f"--spacing needs {spatial_dims} values (one per spatial axis), got {list(spacing)}.")
     if block_size is not None and len(block_size) != spatial_dims:
@@ -149,24 +167,49 @@ def segment_large(
 
     volume = open_volume(image, spatial_dims)
     if len(volume.spatial_shape) != spatial_dims or volume.n_channels != in_channels:
-        raise ValueError(f"{image}: image of shape {volume.shape} (axes {volume.axes}) does not fit bundle "
-                         f"'{Path(bundle).name}', which takes {spatial_dims}D images with {in_channels} channel(s).")
-    if volume.spacing is not None and spacing is not None and any(
-            abs(a - b) > 1e-6 * max(a, b) for a, b in zip(volume.spacing, spacing)):
+        raise ValueError(
+            f"{image}: image of shape {volume.shape} (axes {volume.axes}) does not fit bundle "
+            f"'{Path(bundle).name}', which takes {spatial_dims}D images with {in_channels} channel(s)."
+        )
+    if spacing is None and volume.spacing is not None:
+        spacing = list(volume.spacing)
+    if (
+        volume.spacing is not None
+        and spacing is not None
+        and any(abs(a - b) > 1e-6 * max(a, b) for a, b in zip(volume.spacing, spacing))
+    ):
         logging.getLogger(__name__).warning(
             f"{image} records spacing {list(volume.spacing)}; clustering in the bundle's units {list(spacing)} "
-            "(pass --spacing to change)")
+            "(pass --spacing to change)"
+        )
     if device is not None:
         import torch
 
         if torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {device}: this PyTorch build has no usable CUDA device; use --device cpu.")
     predictor = BlockPredictor.from_bundle(
-        str(bundle), str(ckpt), roi_size=roi_size, tta=tta, spacing=spacing, device=device,
-        precision=precision or parser.get_parsed_content("precision"))
+        str(bundle),
+        str(ckpt),
+        roi_size=roi_size,
+        tta=tta,
+        spacing=spacing,
+        device=device,
+        precision=precision or parser.get_parsed_content("precision"),
+    )
     halo = halo_from_properties(props, DEFAULT_MARGIN if halo_margin is None else halo_margin)
     return segment_blockwise(
-        volume, os.fspath(output), predictor, halo, spacing=spacing, block_size=block_size,
-        memory_limit=memory_limit, seed_thresh=tuned["seed_thresh"], fg_thresh=tuned["fg_thresh"],
-        min_object_size=tuned["min_object_size"], scheduler=scheduler, workers=workers, overwrite=overwrite,
-        progress=progress)
+        volume,
+        os.fspath(output),
+        predictor,
+        halo,
+        spacing=spacing,
+        block_size=block_size,
+        memory_limit=memory_limit,
+        seed_thresh=tuned["seed_thresh"],
+        fg_thresh=tuned["fg_thresh"],
+        min_object_size=tuned["min_object_size"],
+        scheduler=scheduler,
+        workers=workers,
+        overwrite=overwrite,
+        progress=progress,
+    )

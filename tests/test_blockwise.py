@@ -67,8 +67,10 @@ class PointOracle:
         k = int(lab.max())
         idx = np.nonzero(lab)
         cnt = np.bincount(lab[idx], minlength=k + 1).astype(np.float64)
-        cen = np.stack([np.bincount(lab[idx], weights=idx[d] * self.spacing[d], minlength=k + 1)
-                        for d in range(nd)], 1) / np.maximum(cnt, 1)[:, None]
+        cen = (
+            np.stack([np.bincount(lab[idx], weights=idx[d] * self.spacing[d], minlength=k + 1) for d in range(nd)], 1)
+            / np.maximum(cnt, 1)[:, None]
+        )
         rad = (cnt * 3 / (4 * math.pi)) ** (1 / 3) if nd == 3 else np.sqrt(cnt / math.pi)
         self.centres = torch.tensor(cen, dtype=torch.float32)
         self.radius = torch.tensor(np.maximum(rad, 1.0) * self.unit, dtype=torch.float32)
@@ -90,8 +92,11 @@ class PointOracle:
         centre = self.centres[ids].movedim(-1, 1)
         noise = torch.stack([self._hash(g, d + 1) - 0.5 for d in range(nd)], 1) * (2 * self.noise * self.unit)
         emb = torch.where((ids > 0)[:, None], centre + noise, coords)
-        raw_seed = torch.where(ids > 0, 3.0 - 2.0 * ((coords - centre) ** 2).sum(1).sqrt() / self.radius[ids]
-                               + 0.3 * self._hash(g, 7), torch.full_like(ids, -3, dtype=torch.float32))
+        raw_seed = torch.where(
+            ids > 0,
+            3.0 - 2.0 * ((coords - centre) ** 2).sum(1).sqrt() / self.radius[ids] + 0.3 * self._hash(g, 7),
+            torch.full_like(ids, -3, dtype=torch.float32),
+        )
         raw_off = (emb - coords) / (16.0 * self.unit)
         return torch.cat([raw_off, torch.full_like(raw_off, self.raw_sigma), raw_seed[:, None]], 1)
 
@@ -118,8 +123,17 @@ def scene3d():
     """Touching balls, with balls centred on the corners, edges and faces of the 2 x 2 x 2 core grid."""
     rng = np.random.default_rng(0)
     centres = list(rng.uniform(0, 1, (36, 3)) * np.array(SHAPE_3D))
-    centres += [[18, 24, 24], [18, 24, 2], [2, 24, 24], [18, 2, 24], [18, 24, 46], [34, 24, 24], [18, 46, 24],
-                [18, 12, 36], [9, 24, 12]]
+    centres += [
+        [18, 24, 24],
+        [18, 24, 2],
+        [2, 24, 24],
+        [18, 2, 24],
+        [18, 24, 46],
+        [34, 24, 24],
+        [18, 46, 24],
+        [18, 12, 36],
+        [9, 24, 12],
+    ]
     lab = paint_balls(SHAPE_3D, centres, rng.uniform(3, 5.5, len(centres)))
     return lab, oracle_image(lab)
 
@@ -151,14 +165,25 @@ def test_blockwise_equals_whole_volume_across_every_face_and_corner(scene3d, tmp
     net = PointOracle(lab, (1, 1, 1), noise=noise, sigma=sigma)
     ref = whole_volume(net, image, (1, 1, 1), min_object_size=3)
     out = tmp_path / "labels.zarr"
-    summary = segment_blockwise(image, out, BlockPredictor(net, percentiles=None), HALO, spacing=(1, 1, 1),
-                                block_size=block, min_object_size=3, spatial_dims=3, progress=False)
+    summary = segment_blockwise(
+        image,
+        out,
+        BlockPredictor(net, percentiles=None),
+        HALO,
+        spacing=(1, 1, 1),
+        block_size=block,
+        min_object_size=3,
+        spatial_dims=3,
+        progress=False,
+    )
     res = read_labels(out)
     layout = BlockLayout(SHAPE_3D, block, (HALO,) * 3)
     # the layout really cuts objects across faces along every axis, edges and corners
     spans = cores_spanned(ref, layout)
-    steps = [{tuple(abs(a - b) for a, b in zip(layout.position(i), layout.position(j))) for i in s for j in s}
-             for s in spans.values()]
+    steps = [
+        {tuple(abs(a - b) for a, b in zip(layout.position(i), layout.position(j))) for i in s for j in s}
+        for s in spans.values()
+    ]
     crossed = set().union(*steps)
     assert {(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 1)} <= crossed
     if noise > 1:
@@ -176,8 +201,16 @@ def test_too_small_halo_is_visible(scene3d, tmp_path):
     lab, image = scene3d
     net = PointOracle(lab, (1, 1, 1), noise=1.2, sigma=0.8)
     ref = whole_volume(net, image, (1, 1, 1), min_object_size=3)
-    summary = segment_blockwise(image, tmp_path / "l.zarr", BlockPredictor(net, percentiles=None), 4,
-                                spacing=(1, 1, 1), block_size=(12, 16, 16), min_object_size=3, progress=False)
+    summary = segment_blockwise(
+        image,
+        tmp_path / "l.zarr",
+        BlockPredictor(net, percentiles=None),
+        4,
+        spacing=(1, 1, 1),
+        block_size=(12, 16, 16),
+        min_object_size=3,
+        progress=False,
+    )
     assert summary["touching_border"] > 0
     assert not np.array_equal(read_labels(tmp_path / "l.zarr"), ref)
 
@@ -192,8 +225,17 @@ def test_2d_image_uses_the_same_path(tmp_path):
     ref = whole_volume(net, image, (0.5, 0.5), min_object_size=4)
     for block in [(45, 55), (30, 37)]:
         out = tmp_path / f"l{block[0]}.zarr"
-        summary = segment_blockwise(image, out, BlockPredictor(net, percentiles=None), 16, spacing=(0.5, 0.5),
-                                    block_size=block, min_object_size=4, spatial_dims=2, progress=False)
+        summary = segment_blockwise(
+            image,
+            out,
+            BlockPredictor(net, percentiles=None),
+            16,
+            spacing=(0.5, 0.5),
+            block_size=block,
+            min_object_size=4,
+            spatial_dims=2,
+            progress=False,
+        )
         np.testing.assert_array_equal(read_labels(out), ref)
         assert summary["objects"] == int(ref.max()) > lab.max()
         assert open_volume(out).spacing == (0.5, 0.5)
@@ -249,8 +291,7 @@ def test_ome_zarr_and_tiff_spacing_round_trip(tmp_path):
 
     rng = np.random.default_rng(1)
     vol = rng.integers(0, 4000, (2, 10, 20, 30), dtype=np.uint16)  # (C, Z, Y, X)
-    path = write_ome_zarr(tmp_path / "img.zarr", vol, spacing=(2.5, 0.5, 0.25), chunks=(1, 4, 8, 8),
-                          channel_axis=True)
+    path = write_ome_zarr(tmp_path / "img.zarr", vol, spacing=(2.5, 0.5, 0.25), chunks=(1, 4, 8, 8), channel_axis=True)
     v = open_volume(path)
     assert v.axes == "czyx" and v.spacing == (2.5, 0.5, 0.25) and v.n_channels == 2
     assert v.spatial_shape == (10, 20, 30)
@@ -274,8 +315,9 @@ def test_output_spacing_comes_from_the_input_store(scene3d, tmp_path):
     lab, image = scene3d
     src = write_ome_zarr(tmp_path / "in.zarr", image, spacing=(2.0, 1.0, 1.0), channel_axis=True)
     net = PointOracle(lab, (2.0, 1.0, 1.0))
-    summary = segment_blockwise(src, tmp_path / "out.zarr", BlockPredictor(net, percentiles=None), HALO,
-                                block_size=(18, 24, 24), progress=False)
+    summary = segment_blockwise(
+        src, tmp_path / "out.zarr", BlockPredictor(net, percentiles=None), HALO, block_size=(18, 24, 24), progress=False
+    )
     assert open_volume(tmp_path / "out.zarr").spacing == (2.0, 1.0, 1.0)
     np.testing.assert_array_equal(read_labels(tmp_path / "out.zarr"), whole_volume(net, image, (2.0, 1.0, 1.0)))
     assert summary["objects"] == lab.max()
@@ -327,7 +369,8 @@ def test_block_predictor_runs_the_inferer_with_its_settings():
     np.testing.assert_allclose(x.numpy(), (image.astype(np.float32) - 10) / 180, rtol=1e-6)
     with torch.inference_mode():
         want = EmbedSegInferer(roi_size=(32, 32), tta=True, spacing=(1.0, 1.0), tta_batch_size=1)(
-            x[None], FastForward(net, precision="float32"))[0]
+            x[None], FastForward(net, precision="float32")
+        )[0]
     got = pred(image, rng)
     assert got.shape == (5, 40, 48) and got.dtype == torch.float32
     torch.testing.assert_close(got, want)
@@ -381,10 +424,13 @@ def test_local_cluster_with_two_worker_processes_gives_the_same_labels(scene3d, 
     local = segment_blockwise(src, tmp_path / "local.zarr", BlockPredictor(net, percentiles=None), HALO, **kw)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     try:
-        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
-            dist = segment_blockwise(src, tmp_path / "dist.zarr", BlockPredictor(net, percentiles=None), HALO,
-                                     scheduler=client, **kw)
+        with (
+            LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster,
+            Client(cluster) as client,
+        ):
+            dist = segment_blockwise(
+                src, tmp_path / "dist.zarr", BlockPredictor(net, percentiles=None), HALO, scheduler=client, **kw
+            )
             assert len(client.scheduler_info()["workers"]) == 2
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
@@ -405,13 +451,30 @@ def model3d(tmp_path_factory):
 
 def test_cli_segments_a_zarr_volume_block_by_block(model3d, tmp_path, capsys):
     rng = np.random.default_rng(4)
-    vol = write_ome_zarr(tmp_path / "vol.zarr", rng.integers(0, 255, (8, 32, 32), dtype=np.uint8),
-                         spacing=(3.0, 1.0, 1.0))
+    vol = write_ome_zarr(
+        tmp_path / "vol.zarr", rng.integers(0, 255, (8, 32, 32), dtype=np.uint8), spacing=(3.0, 1.0, 1.0)
+    )
     out = tmp_path / "labels.zarr"
 
     def args(src=vol, dst=out, block=("8", "16", "16"), extra=()):
-        return ["segment", str(src), "--bundle", bundle_path("synthetic_3d"), "--output", str(dst), "--checkpoint",
-                str(model3d / "model.pt"), "--block-size", *block, "--tile", "8", "24", "24", "--no-tta", *extra]
+        return [
+            "segment",
+            str(src),
+            "--bundle",
+            bundle_path("synthetic_3d"),
+            "--output",
+            str(dst),
+            "--checkpoint",
+            str(model3d / "model.pt"),
+            "--block-size",
+            *block,
+            "--tile",
+            "8",
+            "24",
+            "24",
+            "--no-tta",
+            *extra,
+        ]
 
     assert main(args()) == 0  # with the bundle's default 16-fold TTA, sliding windows inside each block
     captured = capsys.readouterr()

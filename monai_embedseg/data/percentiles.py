@@ -39,7 +39,7 @@ def slab_slices(shape: Sequence[int], max_voxels: int = _SLAB_VOXELS) -> list[tu
     shape = [int(s) for s in shape]
     steps = list(shape)
     for d in range(len(shape)):  # shrink the leading axes first until a slab fits
-        inner = math.prod(steps[d + 1:])
+        inner = math.prod(steps[d + 1 :])
         steps[d] = max(1, min(shape[d], max_voxels // max(1, inner)))
         if math.prod(steps) <= max_voxels:
             break
@@ -189,8 +189,7 @@ def volume_percentiles(
     if mm[:, :, 2].sum() > 0:
         raise ValueError(f"{getattr(volume, 'path', 'volume')} holds NaN values; percentiles are undefined.")
     # per (channel, rank): [lo, hi], voxels below lo, whether to gather next
-    state = {(c, r): [float(mm[:, c, 0].min()), float(mm[:, c, 1].max()), 0, False]
-             for c in range(n_ch) for r in ranks}
+    state = {(c, r): [float(mm[:, c, 0].min()), float(mm[:, c, 1].max()), 0, False] for c in range(n_ch) for r in ranks}
     while state:
         keys = list(state)
         queries = [(c, state[k][0], state[k][1], state[k][3]) for k in keys for c in [k[0]]]

@@ -96,8 +96,16 @@ class LazyVolume:
         spatial_shape: ``(*spatial)``; n_channels: ``C``.
     """
 
-    def __init__(self, path: str, kind: str, key: str, shape: Sequence[int], dtype: Any, axes: str,
-                 spacing: Sequence[float] | None) -> None:
+    def __init__(
+        self,
+        path: str,
+        kind: str,
+        key: str,
+        shape: Sequence[int],
+        dtype: Any,
+        axes: str,
+        spacing: Sequence[float] | None,
+    ) -> None:
         self.path, self.kind, self.key = path, kind, key
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
@@ -167,7 +175,9 @@ class LazyVolume:
 
     def __repr__(self) -> str:
         where = f"{self.path}/{self.key}" if self.key else self.path
-        return f"LazyVolume({where!r}, axes={self.axes!r}, shape={self.shape}, dtype={self.dtype}, spacing={self.spacing})"
+        return (
+            f"LazyVolume({where!r}, axes={self.axes!r}, shape={self.shape}, dtype={self.dtype}, spacing={self.spacing})"
+        )
 
 
 class ArrayVolume:
@@ -185,13 +195,15 @@ class ArrayVolume:
         ndim = len(array.shape)
         spatial_dims = (ndim if ndim in (2, 3) else 3) if spatial_dims is None else int(spatial_dims)
         if spatial_dims not in (2, 3) or ndim - spatial_dims not in (0, 1):
-            raise ValueError(f"expected an array (*spatial) or (C, *spatial) with 2 or 3 spatial dims, got shape "
-                             f"{tuple(array.shape)} for spatial_dims={spatial_dims}.")
+            raise ValueError(
+                f"expected an array (*spatial) or (C, *spatial) with 2 or 3 spatial dims, got shape "
+                f"{tuple(array.shape)} for spatial_dims={spatial_dims}."
+            )
         self.array = array
         self.path = f"<array {tuple(array.shape)} {np.dtype(array.dtype)}>"
         self.shape = tuple(int(s) for s in array.shape)
         self.dtype = np.dtype(array.dtype)
-        self.axes = ("c" if ndim > spatial_dims else "") + "zyx"[3 - spatial_dims:]
+        self.axes = ("c" if ndim > spatial_dims else "") + "zyx"[3 - spatial_dims :]
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
 
     spatial_axes = LazyVolume.spatial_axes
@@ -219,7 +231,7 @@ def _open_zarr(path: str, spatial_dims: int | None) -> LazyVolume:
         sd = spatial_dims or (ndim if ndim in (2, 3) else 3)
         if sd not in (2, 3) or ndim - sd not in (0, 1):
             raise ValueError(f"{path}: a {ndim}D Zarr array is not a {sd}D image ((*spatial) or (C, *spatial)).")
-        axes = ("c" if ndim > sd else "") + "zyx"[3 - sd:]
+        axes = ("c" if ndim > sd else "") + "zyx"[3 - sd :]
         sp = node.attrs.get("spacing")
         spacing = [float(s) for s in sp] if isinstance(sp, (list, tuple)) and len(sp) == sd else None
         return LazyVolume(path, "zarr", "", node.shape, node.dtype, axes, spacing)
@@ -244,7 +256,7 @@ def _open_zarr(path: str, spatial_dims: int | None) -> LazyVolume:
     except (KeyError, IndexError, TypeError) as e:
         raise ValueError(f"{path}: malformed OME-Zarr multiscales metadata ({type(e).__name__}: {e}).") from None
     if not names:  # NGFF 0.1/0.2: no axes, (t, c, z, y, x)
-        names = ["t", "c", "z", "y", "x"][5 - arr.ndim:]
+        names = ["t", "c", "z", "y", "x"][5 - arr.ndim :]
     if len(names) != arr.ndim:
         raise ValueError(f"{path}: {len(names)} axes in the OME metadata for a {arr.ndim}D array.")
     if not types:
@@ -252,16 +264,19 @@ def _open_zarr(path: str, spatial_dims: int | None) -> LazyVolume:
     is_space = [t == "space" or (t is None and n in ("z", "y", "x")) for n, t in zip(names, types)]
     if not 2 <= sum(is_space) <= 3:
         raise ValueError(f"{path}: {sum(is_space)} spatial axes in the OME metadata ({names}); expected 2 or 3.")
-    letters = iter("zyx"[3 - sum(is_space):])
+    letters = iter("zyx"[3 - sum(is_space) :])
     axes = ""
     for n, t, space in zip(names, types, is_space):
         axes += next(letters) if space else ("c" if t == "channel" or n == "c" else "t")
     for i, a in enumerate(axes):
         if a == "t" and arr.shape[i] != 1:
-            raise ValueError(f"{path}: axis '{names[i]}' has {arr.shape[i]} entries; only single time points are "
-                             "supported (pass one time point as its own store).")
+            raise ValueError(
+                f"{path}: axis '{names[i]}' has {arr.shape[i]} entries; only single time points are "
+                "supported (pass one time point as its own store)."
+            )
     scale = _scale_of(ds0.get("coordinateTransformations"), arr.ndim) * _scale_of(
-        ms0.get("coordinateTransformations"), arr.ndim)
+        ms0.get("coordinateTransformations"), arr.ndim
+    )
     spacing = [float(scale[i]) for i, a in enumerate(axes) if a in "zyx"]
     if spatial_dims is not None and len(spacing) != spatial_dims:
         raise ValueError(f"{path}: {len(spacing)} spatial axes ({axes}), expected {spatial_dims}.")
@@ -288,7 +303,7 @@ def _open_tiff(path: str, spatial_dims: int | None) -> LazyVolume:
         raise ValueError(f"{path}: a {ndim}D TIFF ({tif_axes}) is not a {sd}D image ((*spatial) or (C, *spatial)).")
     ch = next((i for i, a in enumerate(tif_axes) if a in "CS"), 0 if ndim > sd else None)
     axes = ""
-    spatial_letters = iter("zyx"[3 - sd:])
+    spatial_letters = iter("zyx"[3 - sd :])
     for i in range(ndim):
         axes += "c" if i == ch else next(spatial_letters)
     if spacing is not None and len(spacing) != sd:
@@ -377,10 +392,15 @@ def create_ome_zarr(
     kwargs: dict[str, Any] = {"shards": tuple(int(s) for s in shards)} if shards is not None else {}
     arr = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0, **kwargs)
     axes = ([{"name": "c", "type": "channel"}] if channel_axis else []) + [
-        {"name": a, "type": "space"} for a in "zyx"[3 - sd:]]
+        {"name": a, "type": "space"} for a in "zyx"[3 - sd :]
+    ]
     scale = ([1.0] if channel_axis else []) + spacing
-    write_multiscales_metadata(group, [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-                               axes=axes, name=name or os.path.basename(path))
+    write_multiscales_metadata(
+        group,
+        [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+        axes=axes,
+        name=name or os.path.basename(path),
+    )
     if attributes:
         group.attrs.update(attributes)
     return arr
@@ -399,7 +419,8 @@ def write_ome_zarr(
     Args:
         array: ``(*spatial)`` or, with ``channel_axis``, ``(C, *spatial)``.
     """
-    arr = create_ome_zarr(path, array.shape, array.dtype, spacing, chunks, channel_axis=channel_axis,
-                          overwrite=overwrite)
+    arr = create_ome_zarr(
+        path, array.shape, array.dtype, spacing, chunks, channel_axis=channel_axis, overwrite=overwrite
+    )
     arr[...] = array
     return os.fspath(path)

@@ -198,8 +198,9 @@ def halo_from_properties(properties: dict, margin: int | Sequence[int] = DEFAULT
     """Halo per spatial axis from a bundle's dataset properties: largest object extent + receptive-field margin.
 
     Args:
-        properties: ``dataset_properties.json`` content (:func:`~monai_embedseg.data.properties.compute_dataset_properties`):
-            ``object_extent_mean`` and ``object_extent_std`` (voxels per axis), else ``crop_size``.
+        properties: ``dataset_properties.json`` content (see
+            :func:`~monai_embedseg.data.properties.compute_dataset_properties`): ``object_extent_mean`` and
+            ``object_extent_std`` (voxels per axis), else ``crop_size``.
         margin: voxels added per axis for the network's receptive field at the block border.
 
     Returns:
@@ -211,13 +212,17 @@ def halo_from_properties(properties: dict, margin: int | Sequence[int] = DEFAULT
     from monai_embedseg.data.properties import CROP_N_STD
 
     if "object_extent_mean" in properties and "object_extent_std" in properties:
-        ext = [math.ceil(m + CROP_N_STD * s) for m, s in zip(properties["object_extent_mean"],
-                                                              properties["object_extent_std"])]
+        ext = [
+            math.ceil(m + CROP_N_STD * s)
+            for m, s in zip(properties["object_extent_mean"], properties["object_extent_std"])
+        ]
     elif "crop_size" in properties:
         ext = [int(c) for c in properties["crop_size"]]
     else:
-        raise ValueError("the dataset properties hold no object extents (object_extent_mean / _std) nor crop_size; "
-                         "pass the halo explicitly.")
+        raise ValueError(
+            "the dataset properties hold no object extents (object_extent_mean / _std) nor crop_size; "
+            "pass the halo explicitly."
+        )
     m = _tuple(margin, len(ext), "margin")
     return tuple(int(e) + int(g) for e, g in zip(ext, m))
 
@@ -239,8 +244,13 @@ def parse_memory(value: str | float) -> int:
     return n
 
 
-def estimate_block_memory(ext_shape: Sequence[int], in_channels: int = 1, tta: bool = False,
-                          roi_size: Sequence[int] | None = None, sw_batch_size: int = 1) -> int:
+def estimate_block_memory(
+    ext_shape: Sequence[int],
+    in_channels: int = 1,
+    tta: bool = False,
+    roi_size: Sequence[int] | None = None,
+    sw_batch_size: int = 1,
+) -> int:
     """Peak bytes (above the process's base) of one block of extended shape ``ext_shape``.
 
     The network's activations scale with what one network call sees (the whole block, or ``sw_batch_size``
@@ -471,9 +481,16 @@ class BlockPredictor:
         if self.threads:
             torch.set_num_threads(int(self.threads))
         device = self._device()
-        inferer = EmbedSegInferer(roi_size=self.roi_size, sw_batch_size=self.sw_batch_size, overlap=self.overlap,
-                                  tta=self.tta, spacing=self.spacing, sw_device=device, device="cpu",
-                                  tta_batch_size=1)
+        inferer = EmbedSegInferer(
+            roi_size=self.roi_size,
+            sw_batch_size=self.sw_batch_size,
+            overlap=self.overlap,
+            tta=self.tta,
+            spacing=self.spacing,
+            sw_device=device,
+            device="cpu",
+            tta_batch_size=1,
+        )
         x = self.normalise(image, intensity_range)[None]
         with torch.inference_mode():
             pred = inferer(x, self.runner())[0]
@@ -528,8 +545,14 @@ def _predict_block(job: _Job, predictor: BlockPredictor, i: int) -> dict:
     if tuple(pred.shape[1:]) != eshape:
         raise ValueError(f"block {i}: the predictor returned shape {tuple(pred.shape)} for a block of {eshape}.")
     t1 = time.perf_counter()
-    labels, conf = cluster_embeddings(pred, spacing=job.spacing, seed_thresh=job.seed_thresh, fg_thresh=job.fg_thresh,
-                                      min_object_size=job.min_object_size, min_unclaimed=job.min_unclaimed)
+    labels, conf = cluster_embeddings(
+        pred,
+        spacing=job.spacing,
+        seed_thresh=job.seed_thresh,
+        fg_thresh=job.fg_thresh,
+        min_object_size=job.min_object_size,
+        min_unclaimed=job.min_unclaimed,
+    )
     lab = labels[0].numpy()
     raw_seed = pred[-1].numpy()
     del labels, pred
@@ -558,24 +581,40 @@ def _predict_block(job: _Job, predictor: BlockPredictor, i: int) -> dict:
     spill_local = np.flatnonzero(spill_mask)
     del spill_mask
     spill_global = np.ravel_multi_index(
-        tuple(np.asarray(a) + o for a, o in zip(np.unravel_index(spill_local, eshape), ext0)), lay.shape)
+        tuple(np.asarray(a) + o for a, o in zip(np.unravel_index(spill_local, eshape), ext0)), lay.shape
+    )
     spill = np.stack([spill_global.astype(np.int64), own.reshape(-1)[spill_local].astype(np.int64)], axis=1)
     rep_global = np.ravel_multi_index(tuple(rep_pos[owned].T), lay.shape) if n_own else np.zeros(0, np.int64)
-    objects = np.stack([rep_global.astype(np.float64), conf.numpy()[owned].astype(np.float64),
-                        sizes[owned].astype(np.float64)], axis=1) if n_own else np.zeros((0, 3))
+    objects = (
+        np.stack(
+            [rep_global.astype(np.float64), conf.numpy()[owned].astype(np.float64), sizes[owned].astype(np.float64)],
+            axis=1,
+        )
+        if n_own
+        else np.zeros((0, 3))
+    )
     import zarr
 
     root = zarr.open_group(job.store, mode="r+")
     state = root[STATE_GROUP]
     state["provisional"][core] = own[core_local]
-    state.create_array(f"objects_{i}", shape=objects.shape, chunks=(max(1, len(objects)), 3), dtype="float64",
-                       overwrite=True)[...] = objects
-    state.create_array(f"spill_{i}", shape=spill.shape, chunks=(max(1, min(len(spill), 1 << 20)), 2), dtype="int64",
-                       overwrite=True)[...] = spill
+    state.create_array(
+        f"objects_{i}", shape=objects.shape, chunks=(max(1, len(objects)), 3), dtype="float64", overwrite=True
+    )[...] = objects
+    state.create_array(
+        f"spill_{i}", shape=spill.shape, chunks=(max(1, min(len(spill), 1 << 20)), 2), dtype="int64", overwrite=True
+    )[...] = spill
     state["predicted"][lay.position(i)] = 1  # last: the block is done
     t2 = time.perf_counter()
-    return {"block": i, "objects": n_own, "found": k, "touching": len(touching), "predict_s": t1 - t0,
-            "cluster_s": t2 - t1, "seconds": t2 - t0}
+    return {
+        "block": i,
+        "objects": n_own,
+        "found": k,
+        "touching": len(touching),
+        "predict_s": t1 - t0,
+        "cluster_s": t2 - t1,
+        "seconds": t2 - t0,
+    }
 
 
 @functools.lru_cache(maxsize=4)
@@ -597,7 +636,7 @@ def _merge_block(job: _Job, i: int, ids_key: float) -> dict:
     core = lay.core(i)
     c0 = np.array([s.start for s in core])
     cshape = tuple(s.stop - s.start for s in core)
-    lut = np.concatenate([[0], gids[offsets[i]:offsets[i + 1]]]).astype(np.uint32)
+    lut = np.concatenate([[0], gids[offsets[i] : offsets[i + 1]]]).astype(np.uint32)
     out = lut[state["provisional"][core]]
     conflicts = 0
     flat_out = out.reshape(-1)
@@ -665,8 +704,10 @@ class _Runner:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         keys = {str(t.key) for t in tasks}
-        with tqdm(total=len(tasks), desc=desc, unit="block", disable=not progress) as bar, logging_redirect_tqdm(
-                loggers=[logger] if progress and logger.handlers else []):
+        with (
+            tqdm(total=len(tasks), desc=desc, unit="block", disable=not progress) as bar,
+            logging_redirect_tqdm(loggers=[logger] if progress and logger.handlers else []),
+        ):
             if self.client is not None:
                 from dask.distributed import as_completed
 
@@ -693,6 +734,18 @@ class _Runner:
 # ----------------------------------------------------------------------------------------------------------- driver
 def _normalise_json(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def _spacing_tuple(spacing: Sequence[float] | float | None, nd: int) -> tuple[float, ...]:
+    """``nd`` positive voxel sizes (``None``: 1 per axis), as the embedding contract defines the spacing."""
+    sp = (
+        (1.0,) * nd
+        if spacing is None
+        else ((float(spacing),) * nd if isinstance(spacing, (int, float)) else tuple(float(s) for s in spacing))
+    )
+    if len(sp) != nd or not all(0 < s < math.inf for s in sp):
+        raise ValueError(f"spacing {list(sp)} must be {nd} positive finite values (one per spatial axis).")
+    return sp
 
 
 def _open_image(image: Any, spatial_dims: int | None) -> Any:
@@ -783,14 +836,14 @@ def segment_blockwise(
         is_zarr_store,
         remove_zarr_store,
     )
-    from monai_embedseg.utils import configure_threads, resolve_spacing
+    from monai_embedseg.utils import configure_threads
 
     t_start = time.perf_counter()
     output = os.path.abspath(os.fspath(output))
     volume = _open_image(image, spatial_dims)
     shape = tuple(volume.spatial_shape)
     nd = len(shape)
-    spacing = resolve_spacing(spacing if spacing is not None else volume.spacing, nd)
+    spacing = _spacing_tuple(spacing if spacing is not None else volume.spacing, nd)
     halo = _tuple(halo, nd, "halo")
     runner_workers = int(workers) if workers else 1
     runner = _Runner(scheduler, runner_workers)
@@ -805,25 +858,42 @@ def segment_blockwise(
                 limit = parse_memory(memory_limit) if memory_limit is not None else int(0.6 * default)
                 base, par = 2**29, 1
             else:
-                limit = parse_memory(memory_limit) if memory_limit is not None else int(
-                    0.5 * psutil.virtual_memory().available)
+                limit = (
+                    parse_memory(memory_limit)
+                    if memory_limit is not None
+                    else int(0.5 * psutil.virtual_memory().available)
+                )
                 base, par = psutil.Process().memory_info().rss + 2**28, runner_workers
-            est = functools.partial(estimate_block_memory, in_channels=volume.n_channels, tta=predictor.tta,
-                                    roi_size=predictor.roi_size, sw_batch_size=predictor.sw_batch_size)
-            block_size = choose_block_size(shape, halo, limit, base_bytes=base, workers=par, estimate=est,
-                                           align=align)
+            est = functools.partial(
+                estimate_block_memory,
+                in_channels=volume.n_channels,
+                tta=predictor.tta,
+                roi_size=predictor.roi_size,
+                sw_batch_size=predictor.sw_batch_size,
+            )
+            block_size = choose_block_size(shape, halo, limit, base_bytes=base, workers=par, estimate=est, align=align)
         layout = BlockLayout(shape, _tuple(block_size, nd, "block size"), halo, align)
         if runner.client is None:
             threads = configure_threads()
             if runner_workers > 1:
                 torch.set_num_threads(max(1, threads // runner_workers))
-        job_id = _normalise_json({
-            "input": getattr(volume, "path", None), "input_shape": list(volume.shape), "dtype": str(volume.dtype),
-            "block": list(layout.block), "halo": list(layout.halo), "align": layout.align, "spacing": list(spacing),
-            "seed_thresh": seed_thresh, "fg_thresh": fg_thresh, "min_object_size": int(min_object_size),
-            "min_unclaimed": min_unclaimed, "predictor": predictor.fingerprint(),
-            "intensity_range": None if intensity_range is None else np.asarray(intensity_range).tolist(),
-        })
+        job_id = _normalise_json(
+            {
+                "input": getattr(volume, "path", None),
+                "input_shape": list(volume.shape),
+                "dtype": str(volume.dtype),
+                "block": list(layout.block),
+                "halo": list(layout.halo),
+                "align": layout.align,
+                "spacing": list(spacing),
+                "seed_thresh": seed_thresh,
+                "fg_thresh": fg_thresh,
+                "min_object_size": int(min_object_size),
+                "min_unclaimed": min_unclaimed,
+                "predictor": predictor.fingerprint(),
+                "intensity_range": None if intensity_range is None else np.asarray(intensity_range).tolist(),
+            }
+        )
         resumed = False
         if os.path.exists(output):
             info = None
@@ -838,9 +908,11 @@ def segment_blockwise(
                 resumed = True
             elif info and info.get("status") == "running":
                 diff = sorted(k for k in job_id if info.get("job", {}).get(k) != job_id[k])
-                raise FileExistsError(f"output {output} holds an unfinished block-wise run with other settings "
-                                      f"({', '.join(diff)}); rerun with the same settings to resume, or pass "
-                                      "--overwrite to start again.")
+                raise FileExistsError(
+                    f"output {output} holds an unfinished block-wise run with other settings "
+                    f"({', '.join(diff)}); rerun with the same settings to resume, or pass "
+                    "--overwrite to start again."
+                )
             else:
                 what = "a finished segmentation" if info else "data"
                 raise FileExistsError(f"output {output} exists ({what}); pass --overwrite to replace it.")
@@ -863,14 +935,32 @@ def segment_blockwise(
             for name in ("predicted", "merged"):
                 state.create_array(name, shape=layout.grid, chunks=(1,) * nd, dtype="uint8", fill_value=0)
             root.attrs[_ATTR] = {"status": "running", "job": job_id, "intensity_range_used": rng}
-        job = _Job(volume, output, layout, tuple(spacing), float(seed_thresh), float(fg_thresh), int(min_object_size),
-                   float(min_unclaimed), None if rng is None else np.asarray(rng, dtype=np.float32))
+        job = _Job(
+            volume,
+            output,
+            layout,
+            tuple(spacing),
+            float(seed_thresh),
+            float(fg_thresh),
+            int(min_object_size),
+            float(min_unclaimed),
+            None if rng is None else np.asarray(rng, dtype=np.float32),
+        )
         summary = _run_phases(job, predictor, runner, progress)
         summary["blocks_resumed"] = summary.pop("_skipped") if resumed else 0
     finally:
         runner.close()
-    summary.update({"output": output, "shape": list(shape), "block_size": list(layout.block), "halo": list(halo),
-                    "grid": list(layout.grid), "blocks": layout.n_blocks, "seconds": time.perf_counter() - t_start})
+    summary.update(
+        {
+            "output": output,
+            "shape": list(shape),
+            "block_size": list(layout.block),
+            "halo": list(halo),
+            "grid": list(layout.grid),
+            "blocks": layout.n_blocks,
+            "seconds": time.perf_counter() - t_start,
+        }
+    )
     summary.pop("_skipped", None)
     return summary
 
@@ -899,14 +989,21 @@ def _run_phases(job: _Job, predictor: BlockPredictor, runner: _Runner, progress:
     def log_block(r: dict) -> None:
         touching[0] += r["touching"]
         pos = lay.position(r["block"])
-        note = (f"; {r['touching']} kept object(s) touch the block border: the halo {list(lay.halo)} may be too "
-                "small" if r["touching"] else "")
-        logger.info(f"block {r['block'] + 1}/{lay.n_blocks} {pos}: {r['objects']} objects kept of {r['found']} "
-                    f"found, {r['seconds']:.1f} s (predict {r['predict_s']:.1f} s, cluster {r['cluster_s']:.1f} s)"
-                    f"{note}")
+        note = (
+            f"; {r['touching']} kept object(s) touch the block border: the halo {list(lay.halo)} may be too small"
+            if r["touching"]
+            else ""
+        )
+        logger.info(
+            f"block {r['block'] + 1}/{lay.n_blocks} {pos}: {r['objects']} objects kept of {r['found']} "
+            f"found, {r['seconds']:.1f} s (predict {r['predict_s']:.1f} s, cluster {r['cluster_s']:.1f} s)"
+            f"{note}"
+        )
 
-    tasks = [dask.delayed(_predict_block, pure=False)(job_d, pred_d, i, dask_key_name=f"embedseg-predict-{i}")
-             for i in pending]
+    tasks = [
+        dask.delayed(_predict_block, pure=False)(job_d, pred_d, i, dask_key_name=f"embedseg-predict-{i}")
+        for i in pending
+    ]
     runner.run(tasks, "blocks", log_block, progress)
     info = dict(root.attrs)[_ATTR]
     if not info.get("ids_ready"):
@@ -919,10 +1016,12 @@ def _run_phases(job: _Job, predictor: BlockPredictor, runner: _Runner, progress:
         order = np.lexsort((allobj[:, 0], -allobj[:, 1]))  # confidence descending, then representative index
         gids = np.empty(len(allobj), dtype=np.uint32)
         gids[order] = np.arange(1, len(allobj) + 1, dtype=np.uint32)
-        state.create_array("gids", shape=gids.shape, chunks=(max(1, len(gids)),), dtype="uint32",
-                           overwrite=True)[...] = gids
-        state.create_array("gid_offsets", shape=offsets.shape, chunks=(len(offsets),), dtype="int64",
-                           overwrite=True)[...] = offsets
+        state.create_array("gids", shape=gids.shape, chunks=(max(1, len(gids)),), dtype="uint32", overwrite=True)[
+            ...
+        ] = gids
+        state.create_array("gid_offsets", shape=offsets.shape, chunks=(len(offsets),), dtype="int64", overwrite=True)[
+            ...
+        ] = offsets
         info["ids_ready"] = True
         info["n_objects"] = len(allobj)
         root.attrs[_ATTR] = info
@@ -934,17 +1033,19 @@ def _run_phases(job: _Job, predictor: BlockPredictor, runner: _Runner, progress:
         conflicts[0] += r["conflicts"]
 
     ids_key = time.time()
-    tasks = [dask.delayed(_merge_block, pure=False)(job_d, i, ids_key, dask_key_name=f"embedseg-merge-{i}")
-             for i in todo]
+    tasks = [
+        dask.delayed(_merge_block, pure=False)(job_d, i, ids_key, dask_key_name=f"embedseg-merge-{i}") for i in todo
+    ]
     runner.run(tasks, "write", log_merge, progress)
     if conflicts[0]:
-        logger.warning(f"{conflicts[0]} voxel(s) were claimed by objects of two blocks (kept by the earlier object in "
-                       "the greedy order); a larger halo avoids this.")
+        logger.warning(
+            f"{conflicts[0]} voxel(s) were claimed by objects of two blocks (kept by the earlier object in "
+            "the greedy order); a larger halo avoids this."
+        )
     n_objects = int(info["n_objects"])
     info.update({"status": "complete", "n_objects": n_objects, "conflict_voxels": conflicts[0]})
     info.pop("ids_ready", None)
     del root[STATE_GROUP]
     root.attrs[_ATTR] = info
     logger.info(f"{job.store}: {n_objects} objects in {lay.n_blocks} blocks")
-    return {"objects": n_objects, "conflict_voxels": conflicts[0], "touching_border": touching[0],
-            "_skipped": skipped}
+    return {"objects": n_objects, "conflict_voxels": conflicts[0], "touching_border": touching[0], "_skipped": skipped}
