@@ -387,6 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="seed 0.9 / foreground 0.5 instead of the thresholds tuned on the validation split",
     )
+    p.add_argument("--block-size", type=int, nargs="+", default=None, help="block-wise (output *.zarr): core size")
+    p.add_argument("--memory-limit", default=None, help="block-wise: memory for the blocks, e.g. 4GB")
+    p.add_argument("--scheduler", default=None, help="block-wise: dask.distributed scheduler address")
 
     p = sub.add_parser("evaluate", help="AP_dsb of predicted label TIFFs against masks")
     p.add_argument("pred_dir")
@@ -410,6 +413,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             demo(args.bundle, args.epochs, args.output_dir, args.dataset_dir, args.device, args.resume)
         elif args.command == "segment":
+            from monai_embedseg import blockwise_cli  # a .zarr input or output, or the block options
+
+            if blockwise_cli.wants_blockwise(args):
+                blockwise_cli.run_from_args(args)
+                return 0
             files = segment(
                 args.inputs,
                 args.bundle,

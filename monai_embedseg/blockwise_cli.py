@@ -1,0 +1,215 @@
+"""``monai-embedseg segment volume.zarr --bundle B --output labels.zarr``: block-wise segmentation, command line.
+
+The ``segment`` command of :mod:`monai_embedseg.cli` hands over to :func:`segment_large` when its input or its
+``--output`` is a ``*.zarr`` store, or when ``--block-size``, ``--memory-limit`` or ``--scheduler`` is given (a large
+TIFF input works too); the output must then be one ``*.zarr`` store. The bundle, checkpoint, thresholds and dataset
+properties are found exactly as for whole images; the halo comes from the properties' object extents
+(:func:`~monai_embedseg.inferers.blockwise.halo_from_properties`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["run_from_args", "segment_large", "wants_blockwise"]
+
+_BLOCK_OPTIONS = ("block_size", "memory_limit", "scheduler")
+
+
+def wants_blockwise(args: argparse.Namespace) -> bool:
+    """Whether a parsed ``segment`` command line asks for block-wise segmentation.
+
+    Raises:
+        ValueError: it does, but the output is not a ``*.zarr`` store or there is more than one input.
+    """
+    zarr_in = any(str(i).rstrip("/").lower().endswith(".zarr") for i in args.inputs)
+    zarr_out = str(args.output).rstrip("/").lower().endswith(".zarr")
+    options = [f"--{o.replace('_', '-')}" for o in _BLOCK_OPTIONS if getattr(args, o, None)]
+    if not (zarr_in or zarr_out or options):
+        return False
+    why = "a .zarr input" if zarr_in else (" / ".join(options) if options else "a .zarr output")
+    if not str(args.output).rstrip("/").lower().endswith(".zarr"):
+        raise ValueError(
+            f"block-wise segmentation ({why}) writes a Zarr store: --output must end with .zarr, got {args.output}."
+        )
+    if len(args.inputs) != 1:
+        raise ValueError(f"block-wise segmentation ({why}) takes one input volume, got {len(args.inputs)}.")
+    for flag, name in (("--model", "model"), ("--channel-dim", "channel_dim")):
+        if getattr(args, name, None) is not None:
+            raise ValueError(f"{flag} is not supported by block-wise segmentation ({why}).")
+    return True
+
+
+def run_from_args(args: argparse.Namespace) -> dict:
+    """Run :func:`segment_large` for a parsed ``segment`` command line and print one summary line.
+
+    The per-block log lines (time, object count) go to stderr.
+    """
+    from monai_embedseg.inferers.blockwise import logger as block_logger
+
+    if not block_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        block_logger.addHandler(handler)
+        block_logger.setLevel(logging.INFO)
+        block_logger.propagate = False
+    summary = segment_large(
+        args.inputs[0],
+        args.bundle,
+        args.output,
+        checkpoint=args.checkpoint,
+        properties=args.properties,
+        tta=args.tta,
+        roi_size=args.tile,
+        block_size=args.block_size,
+        memory_limit=args.memory_limit,
+        scheduler=args.scheduler,
+        overwrite=args.overwrite,
+        device=args.device,
+        precision=args.precision,
+        paper_thresholds=args.paper_thresholds,
+        spacing=args.spacing,
+    )
+    print(
+        f"wrote {summary['objects']} objects to {summary['output']} ({summary['blocks']} blocks of "
+        f"{'x'.join(map(str, summary['block_size']))}, halo {'x'.join(map(str, summary['halo']))}, "
+        f"{summary['seconds']:.0f} s)"
+    )
+    return summary
+
+
+def segment_large(
+    image: str,
+    bundle: str,
+    output: str,
+    checkpoint: str | None = None,
+    properties: str | None = None,
+    tta: bool = True,
+    roi_size: Sequence[int] | None = None,
+    block_size: Sequence[int] | None = None,
+    memory_limit: str | int | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    device: str | None = None,
+    precision: str | None = None,
+    paper_thresholds: bool = False,
+    spacing: Sequence[float] | None = None,
+    workers: int | None = None,
+    halo_margin: int | Sequence[int] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Segment one large image (Zarr / OME-Zarr / TIFF) with a bundle, block by block, into an OME-Zarr label store.
+
+    Args:
+        image: ``*.zarr`` (OME-Zarr multiscale level 0, or a plain array) or ``*.tif``: ``(*spatial)`` or
+            ``(C, *spatial)``.
+        bundle: bundle folder (``configs/inference.json``: network, spacing, precision).
+        output: ``*.zarr`` store to write (labels uint32 at ``"0"``, spacing in the OME metadata).
+        checkpoint, properties, tta, device, precision, paper_thresholds, spacing: as for
+            :func:`monai_embedseg.cli.segment`.
+        roi_size: sliding-window size inside a block (default: each block in one network call).
+        block_size: core size per axis (default: the largest that fits ``memory_limit``).
+        memory_limit: e.g. ``"4GB"`` (default: half of the available memory here / 60 % of a worker's limit).
+        scheduler: a ``dask.distributed`` scheduler address (default: Dask's local threaded scheduler).
+        workers: blocks at a time on the local scheduler (default 1).
+        halo_margin: receptive-field margin in voxels added to the object extent (default 8).
+
+    Returns:
+        the summary of :func:`~monai_embedseg.inferers.blockwise.segment_blockwise`.
+
+    Raises:
+        FileNotFoundError, FileExistsError, ValueError: one line naming the problem and the file.
+    """
+    from monai.bundle import ConfigParser
+
+    from monai_embedseg.bundle.datasets import PROPERTIES_FILE
+    from monai_embedseg.data.properties import load_properties
+    from monai_embedseg.engines import read_thresholds
+    from monai_embedseg.inferers.blockwise import (
+        DEFAULT_MARGIN,
+        BlockPredictor,
+        halo_from_properties,
+        segment_blockwise,
+    )
+
+    config_file = Path(bundle) / "configs" / "inference.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{bundle} is not a bundle folder: {config_file} does not exist.")
+    if not str(output).rstrip("/").lower().endswith(".zarr"):
+        raise ValueError(f"the output of block-wise segmentation is a Zarr store: {output} must end with .zarr.")
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle)
+    ckpt = Path(checkpoint or Path(bundle) / "models" / "model.pt")
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"no trained model at {ckpt}: train the bundle first, or pass --checkpoint FILE.")
+    props_file = Path(properties) if properties else ckpt.parent / PROPERTIES_FILE
+    if not props_file.is_file():
+        raise FileNotFoundError(f"{props_file} not found: training writes it beside model.pt; pass --properties FILE.")
+    props = load_properties(str(props_file))
+    tuned = read_thresholds(str(ckpt.parent), int(props["min_object_size"]), use_tuned=not paper_thresholds)
+    spatial_dims = int(parser.get_parsed_content("spatial_dims"))
+    in_channels = int(parser.get_parsed_content("in_channels"))
+    if not spacing:  # the bundle's, else the training data's (dataset_properties.json), else the image's
+        spacing = parser.get_parsed_content("spacing") if "spacing" in parser else None
+        spacing = spacing if spacing is not None else props.get("spacing")
+    spacing = None if spacing is None else [float(s) for s in spacing]
+    if spacing is not None and len(spacing) != spatial_dims:
+        raise ValueError(f"--spacing needs {spatial_dims} values (one per spatial axis), got {list(spacing)}.")
+    if block_size is not None and len(block_size) != spatial_dims:
+        raise ValueError(f"--block-size needs {spatial_dims} values (one per spatial axis), got {list(block_size)}.")
+
+    from monai_embedseg.data.zarr_io import open_volume
+
+    volume = open_volume(image, spatial_dims)
+    if len(volume.spatial_shape) != spatial_dims or volume.n_channels != in_channels:
+        raise ValueError(
+            f"{image}: image of shape {volume.shape} (axes {volume.axes}) does not fit bundle "
+            f"'{Path(bundle).name}', which takes {spatial_dims}D images with {in_channels} channel(s)."
+        )
+    if spacing is None and volume.spacing is not None:
+        spacing = list(volume.spacing)
+    if (
+        volume.spacing is not None
+        and spacing is not None
+        and any(abs(a - b) > 1e-6 * max(a, b) for a, b in zip(volume.spacing, spacing))
+    ):
+        logging.getLogger(__name__).warning(
+            f"{image} records spacing {list(volume.spacing)}; clustering in the bundle's units {list(spacing)} "
+            "(pass --spacing to change)"
+        )
+    if device is not None:
+        import torch
+
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: this PyTorch build has no usable CUDA device; use --device cpu.")
+    predictor = BlockPredictor.from_bundle(
+        str(bundle),
+        str(ckpt),
+        roi_size=roi_size,
+        tta=tta,
+        spacing=spacing,
+        device=device,
+        precision=precision or parser.get_parsed_content("precision"),
+    )
+    halo = halo_from_properties(props, DEFAULT_MARGIN if halo_margin is None else halo_margin)
+    return segment_blockwise(
+        volume,
+        os.fspath(output),
+        predictor,
+        halo,
+        spacing=spacing,
+        block_size=block_size,
+        memory_limit=memory_limit,
+        seed_thresh=tuned["seed_thresh"],
+        fg_thresh=tuned["fg_thresh"],
+        min_object_size=tuned["min_object_size"],
+        scheduler=scheduler,
+        workers=workers,
+        overwrite=overwrite,
+        progress=progress,
+    )

@@ -1,0 +1,218 @@
+"""Exact intensity percentiles of a volume larger than memory (the paper's per-image normalisation, block-wise).
+
+The bundles normalise every image with ``ScaleIntensityRangePercentiles(1, 99.8)`` computed over the whole image
+(numpy's / torch's ``linear`` percentile, per channel, on the float32 image). A volume processed block by block must
+use the same two values for every block, so they are computed here once, over the whole volume, in passes over slabs
+that are Dask tasks (bounded memory, any Dask scheduler):
+
+* integer images of up to 16 bits (and bool): one pass of per-slab histograms (``bincount``) gives every order
+  statistic exactly;
+* other dtypes (float, 32-bit integers): one min / max pass, then histogram refinement passes (65,536 bins per
+  pass around each needed order statistic) until the bin holds one distinct value or few enough values to gather
+  and sort; exact as well, typically 3-4 passes.
+
+The order statistics are interpolated with numpy's ``linear`` rule (virtual index ``n q + 1 - q - 1``); the result,
+in float32 like MONAI's, equals ``numpy.percentile`` of the float32 image up to the rounding of that interpolation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["slab_slices", "volume_percentiles"]
+
+_BINS = 1 << 16
+_GATHER_MAX = 1 << 22
+_SLAB_VOXELS = 1 << 24
+
+
+def slab_slices(shape: Sequence[int], max_voxels: int = _SLAB_VOXELS) -> list[tuple[slice, ...]]:
+    """Split a spatial ``shape`` into slabs of at most ``max_voxels`` voxels (along the first axes).
+
+    Returns:
+        a list of tuples of slices, one slice per axis, covering ``shape`` exactly once.
+    """
+    shape = [int(s) for s in shape]
+    steps = list(shape)
+    for d in range(len(shape)):  # shrink the leading axes first until a slab fits
+        inner = math.prod(steps[d + 1 :])
+        steps[d] = max(1, min(shape[d], max_voxels // max(1, inner)))
+        if math.prod(steps) <= max_voxels:
+            break
+    ranges = [range(0, s, st) for s, st in zip(shape, steps)]
+    out: list[tuple[slice, ...]] = [()]
+    for r, st, s in zip(ranges, steps, shape):
+        out = [o + (slice(a, min(a + st, s)),) for o in out for a in r]
+    return out
+
+
+def _as_values(block: np.ndarray) -> np.ndarray:
+    """One channel's voxels as they enter the percentile: float32 (LoadImage's dtype), flattened."""
+    return np.asarray(block, dtype=np.float32).reshape(-1)
+
+
+def _small_int(dtype: np.dtype) -> bool:
+    return dtype == np.bool_ or (dtype.kind in "ui" and dtype.itemsize <= 2)
+
+
+def _slab_bincount(volume: Any, slices: tuple[slice, ...]) -> np.ndarray:
+    """``(C, 2**bits)`` int64 histogram of one slab of a <= 16-bit integer volume (offset for signed types)."""
+    block = volume.read(slices)
+    dt = np.dtype(volume.dtype)
+    bits = 8 * dt.itemsize if dt != np.bool_ else 1
+    offset = -(1 << (bits - 1)) if dt.kind == "i" else 0
+    out = np.empty((block.shape[0], 1 << bits), dtype=np.int64)
+    for c in range(block.shape[0]):
+        v = block[c].reshape(-1).astype(np.int64) - offset
+        out[c] = np.bincount(v, minlength=1 << bits)
+    return out
+
+
+def _slab_minmax(volume: Any, slices: tuple[slice, ...]) -> np.ndarray:
+    """``(C, 3)`` min, max and NaN count of one slab."""
+    block = volume.read(slices)
+    out = np.empty((block.shape[0], 3))
+    for c in range(block.shape[0]):
+        v = _as_values(block[c])
+        nan = np.isnan(v)
+        n_nan = int(nan.sum())
+        w = v[~nan] if n_nan else v
+        out[c] = (w.min() if w.size else np.inf, w.max() if w.size else -np.inf, n_nan)
+    return out
+
+
+def _slab_refine(volume: Any, slices: tuple[slice, ...], queries: list[tuple[int, float, float, bool]]) -> list:
+    """For each query ``(channel, lo, hi, gather)`` over one slab: the voxels in ``[lo, hi]`` and below ``lo``.
+
+    Returns, per query, ``(n_below, vmin, vmax, hist (BINS,))`` or ``(n_below, vmin, vmax, values)`` when ``gather``.
+    """
+    block = volume.read(slices)
+    out = []
+    for c, lo, hi, gather in queries:
+        v = _as_values(block[c]).astype(np.float64)
+        n_below = int(np.count_nonzero(v < lo))
+        w = v[(v >= lo) & (v <= hi)]
+        vmin, vmax = (float(w.min()), float(w.max())) if w.size else (np.inf, -np.inf)
+        if gather:
+            out.append((n_below, vmin, vmax, w.astype(np.float32)))
+        else:
+            edges = np.linspace(lo, hi, _BINS + 1)
+            idx = np.clip(np.searchsorted(edges, w, side="right") - 1, 0, _BINS - 1)
+            out.append((n_below, vmin, vmax, np.bincount(idx, minlength=_BINS)))
+    return out
+
+
+def _virtual_index(n: int, q: Sequence[float]) -> np.ndarray:
+    """numpy's ``linear`` virtual index ``n q + (1 - q) - 1`` of each percentile (q in percent)."""
+    qf = np.true_divide(np.asarray(q, dtype=np.float64), 100)
+    return n * qf + (1 + qf * (1 - 1 - 1)) - 1
+
+
+def _interpolate(n: int, q: Sequence[float], stat: dict[int, float]) -> np.ndarray:
+    """Percentiles from the order statistics ``stat[rank]`` (float32 values), numpy's ``linear`` interpolation."""
+    out = []
+    for v in _virtual_index(n, q):
+        prev = int(min(max(math.floor(v), 0), n - 1))
+        nxt = min(prev + 1, n - 1)
+        a, b = np.float32(stat[prev]), np.float32(stat[nxt])
+        g = float(v - math.floor(v)) if 0 <= v < n - 1 else 0.0
+        diff = np.float64(b - a)  # numpy subtracts in the array's dtype (float32), then interpolates in float64
+        val = np.float64(b) - diff * (1 - g) if g >= 0.5 else np.float64(a) + diff * g
+        out.append(np.float32(val))
+    return np.asarray(out, dtype=np.float32)
+
+
+def _needed_ranks(n: int, q: Sequence[float]) -> list[int]:
+    ranks = set()
+    for v in _virtual_index(n, q):
+        prev = int(min(max(math.floor(v), 0), n - 1))
+        ranks.update({prev, min(prev + 1, n - 1)})
+    return sorted(ranks)
+
+
+def _default_compute(tasks: list) -> list:
+    import dask
+
+    return list(dask.compute(*tasks, scheduler="threads"))
+
+
+def volume_percentiles(
+    volume: Any,
+    q: Sequence[float] = (1.0, 99.8),
+    compute: Callable[[list], list] | None = None,
+    max_voxels: int = _SLAB_VOXELS,
+) -> np.ndarray:
+    """Exact per-channel percentiles of a volume read slab by slab (see the module docstring).
+
+    Args:
+        volume: a :class:`~monai_embedseg.data.zarr_io.LazyVolume` / :class:`~monai_embedseg.data.zarr_io.ArrayVolume`
+            (``read(slices) -> (C, *block)``, ``dtype``, ``spatial_shape``).
+        q: percentiles in [0, 100].
+        compute: runs a list of ``dask.delayed`` tasks and returns their results in order (default: Dask's threaded
+            scheduler); pass one bound to a ``dask.distributed.Client`` to use a cluster.
+        max_voxels: voxels per slab task (memory per task ~ 12 bytes per voxel).
+
+    Returns:
+        float32 array ``(C, len(q))``: per channel, the values that ``np.percentile(image[c].astype(float32), q)``
+        gives (see the module docstring about the last bit).
+
+    Raises:
+        ValueError: ``q`` outside [0, 100], or a volume holding NaN values.
+    """
+    import dask
+
+    q = [float(x) for x in q]
+    if any(not 0.0 <= x <= 100.0 for x in q):
+        raise ValueError(f"percentiles must be in [0, 100], got {q}.")
+    compute = compute or _default_compute
+    slabs = slab_slices(volume.spatial_shape, max_voxels)
+    n = math.prod(volume.spatial_shape)
+    n_ch = volume.n_channels
+    ranks = _needed_ranks(n, q)
+    dtype = np.dtype(volume.dtype)
+    stats: list[dict[int, float]] = [{} for _ in range(n_ch)]
+    if _small_int(dtype):
+        hists = compute([dask.delayed(_slab_bincount, pure=False)(volume, s) for s in slabs])
+        total = np.sum(hists, axis=0)
+        bits = 8 * dtype.itemsize if dtype != np.bool_ else 1
+        offset = -(1 << (bits - 1)) if dtype.kind == "i" else 0
+        for c in range(n_ch):
+            cum = np.cumsum(total[c])
+            for r in ranks:
+                stats[c][r] = float(np.float32(int(np.searchsorted(cum, r, side="right")) + offset))
+        return np.stack([_interpolate(n, q, stats[c]) for c in range(n_ch)])
+    mm = np.stack(compute([dask.delayed(_slab_minmax, pure=False)(volume, s) for s in slabs]))
+    if mm[:, :, 2].sum() > 0:
+        raise ValueError(f"{getattr(volume, 'path', 'volume')} holds NaN values; percentiles are undefined.")
+    # per (channel, rank): [lo, hi], voxels below lo, whether to gather next
+    state = {(c, r): [float(mm[:, c, 0].min()), float(mm[:, c, 1].max()), 0, False] for c in range(n_ch) for r in ranks}
+    while state:
+        keys = list(state)
+        queries = [(c, state[k][0], state[k][1], state[k][3]) for k in keys for c in [k[0]]]
+        parts = compute([dask.delayed(_slab_refine, pure=False)(volume, s, queries) for s in slabs])
+        for i, (c, r) in enumerate(keys):
+            lo, hi, _, gather = state[(c, r)]
+            below = sum(p[i][0] for p in parts)
+            vmin = min(p[i][1] for p in parts)
+            vmax = max(p[i][2] for p in parts)
+            if vmin == vmax:  # one distinct value left in the interval
+                stats[c][r] = vmin
+                del state[(c, r)]
+                continue
+            if gather:
+                vals = np.sort(np.concatenate([p[i][3] for p in parts]))
+                stats[c][r] = float(vals[r - below])
+                del state[(c, r)]
+                continue
+            hist = np.sum([p[i][3] for p in parts], axis=0)
+            cum = below + np.cumsum(hist)
+            b = int(np.searchsorted(cum, r, side="right"))
+            edges = np.linspace(lo, hi, _BINS + 1)
+            new_lo = float(edges[b])
+            new_hi = float(hi if b == _BINS - 1 else np.nextafter(edges[b + 1], -np.inf))
+            state[(c, r)] = [new_lo, new_hi, 0, int(hist[b]) <= _GATHER_MAX]
+    return np.stack([_interpolate(n, q, stats[c]) for c in range(n_ch)])
