@@ -126,7 +126,7 @@ def segment_large(
     """
     from monai.bundle import ConfigParser
 
-    from monai_embedseg.bundle.datasets import PROPERTIES_FILE
+    from monai_embedseg.bundle.paths import trained_model_files
     from monai_embedseg.data.properties import load_properties
     from monai_embedseg.engines import read_thresholds
     from monai_embedseg.inferers.blockwise import (
@@ -136,20 +136,12 @@ def segment_large(
         segment_blockwise,
     )
 
-    config_file = Path(bundle) / "configs" / "inference.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{bundle} is not a bundle folder: {config_file} does not exist.")
+    config_file, ckpt, props_file = trained_model_files(bundle, checkpoint, properties)
     if not str(output).rstrip("/").lower().endswith(".zarr"):
         raise ValueError(f"the output of block-wise segmentation is a Zarr store: {output} must end with .zarr.")
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(bundle)
-    ckpt = Path(checkpoint or Path(bundle) / "models" / "model.pt")
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"no trained model at {ckpt}: train the bundle first, or pass --checkpoint FILE.")
-    props_file = Path(properties) if properties else ckpt.parent / PROPERTIES_FILE
-    if not props_file.is_file():
-        raise FileNotFoundError(f"{props_file} not found: training writes it beside model.pt; pass --properties FILE.")
     props = load_properties(str(props_file))
     tuned = read_thresholds(str(ckpt.parent), int(props["min_object_size"]), use_tuned=not paper_thresholds)
     spatial_dims = int(parser.get_parsed_content("spatial_dims"))

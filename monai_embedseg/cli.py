@@ -106,27 +106,11 @@ def segment(
     Returns:
         the written label files, in input order.
     """
-    from monai_embedseg.bundle.datasets import PROPERTIES_FILE
-
-    bundle_dir = Path(bundle)
-    if not (bundle_dir / "configs" / "inference.json").is_file():
-        raise FileNotFoundError(
-            f"{bundle} is not a bundle folder: {bundle_dir / 'configs' / 'inference.json'} does not exist."
-        )
-    weights = Path(model or checkpoint or bundle_dir / "models" / "model.pt")
-    if not weights.is_file():
-        raise FileNotFoundError(
-            f"no trained model at {weights}: bundle '{bundle_dir.name}' ships untrained. Train it first "
-            f"(python -m monai.bundle run training --config_file {bundle_dir / 'configs' / 'train.json'} "
-            "--dataset_dir DATA --output_dir OUT), then pass --checkpoint OUT/model.pt."
-        )
-    props_file = Path(properties) if properties else weights.parent / PROPERTIES_FILE
-    if not props_file.is_file():
-        raise FileNotFoundError(
-            f"{props_file} not found: training writes it beside model.pt; pass --properties FILE if you moved it."
-        )
+    from monai_embedseg.bundle.paths import trained_model_files
     from monai_embedseg.data.properties import load_properties
 
+    bundle_dir = Path(bundle)
+    _, weights, props_file = trained_model_files(bundle, model or checkpoint, properties)
     files = _collect_images(inputs)
     targets = [Path(output_dir) / f"{file_stem(f)}_labels.tif" for f in files]
     existing = [str(t) for t in targets if t.exists()]

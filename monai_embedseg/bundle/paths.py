@@ -9,7 +9,7 @@ from pathlib import Path
 
 from monai.bundle import ConfigWorkflow
 
-__all__ = ["BUNDLES_DIR", "bundle_root", "bundle_path", "bundle_workflow"]
+__all__ = ["BUNDLES_DIR", "bundle_root", "bundle_path", "bundle_workflow", "trained_model_files"]
 
 #: the repository's ``bundles/`` folder (``./bundles`` when the package is installed without the repository)
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
@@ -70,3 +70,40 @@ def bundle_workflow(name: str, workflow_type: str, config_files: Sequence[str], 
         workflow_type=workflow_type,
         **overrides,
     )
+
+
+def trained_model_files(
+    bundle: str | os.PathLike, weights: str | os.PathLike | None = None, properties: str | os.PathLike | None = None
+) -> tuple[Path, Path, Path]:
+    """The files a trained bundle is run with: its ``configs/inference.json``, the weights, ``dataset_properties.json``.
+
+    Args:
+        bundle: bundle folder.
+        weights: checkpoint or exported model (default ``<bundle>/models/model.pt``).
+        properties: dataset properties (default: ``dataset_properties.json`` beside the weights).
+
+    Returns:
+        ``(inference_config, weights, properties)`` paths, each an existing file.
+
+    Raises:
+        FileNotFoundError: one of them is missing; the message says how to make or find it.
+    """
+    from monai_embedseg.bundle.datasets import PROPERTIES_FILE
+
+    bundle_dir = Path(bundle)
+    config = bundle_dir / "configs" / "inference.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{bundle} is not a bundle folder: {config} does not exist.")
+    weights = Path(weights or bundle_dir / "models" / "model.pt")
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"no trained model at {weights}: bundle '{bundle_dir.name}' ships untrained. Train it first "
+            f"(python -m monai.bundle run training --config_file {bundle_dir / 'configs' / 'train.json'} "
+            "--dataset_dir DATA --output_dir OUT), then pass --checkpoint OUT/model.pt."
+        )
+    props = Path(properties) if properties else weights.parent / PROPERTIES_FILE
+    if not props.is_file():
+        raise FileNotFoundError(
+            f"{props} not found: training writes it beside model.pt; pass --properties FILE if you moved it."
+        )
+    return config, weights, props

@@ -79,6 +79,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_embedseg.constants import FG_THRESH, NORMALIZE_PERCENTILES, SEED_THRESH
+from monai_embedseg.embedding import resolve_spacing
+
 __all__ = [
     "STATE_GROUP",
     "BlockLayout",
@@ -394,7 +397,7 @@ class BlockPredictor:
         spacing: Sequence[float] | None = None,
         device: str | None = None,
         precision: str | None = "float32",
-        percentiles: Sequence[float] | None = (1.0, 99.8),
+        percentiles: Sequence[float] | None = NORMALIZE_PERCENTILES,
         threads: int | None = None,
         fingerprint: str | None = None,
     ) -> None:
@@ -736,18 +739,6 @@ def _normalise_json(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def _spacing_tuple(spacing: Sequence[float] | float | None, nd: int) -> tuple[float, ...]:
-    """``nd`` positive voxel sizes (``None``: 1 per axis), as the embedding contract defines the spacing."""
-    sp = (
-        (1.0,) * nd
-        if spacing is None
-        else ((float(spacing),) * nd if isinstance(spacing, (int, float)) else tuple(float(s) for s in spacing))
-    )
-    if len(sp) != nd or not all(0 < s < math.inf for s in sp):
-        raise ValueError(f"spacing {list(sp)} must be {nd} positive finite values (one per spatial axis).")
-    return sp
-
-
 def _open_image(image: Any, spatial_dims: int | None) -> Any:
     from monai_embedseg.data.zarr_io import ArrayVolume, open_volume
 
@@ -778,8 +769,8 @@ def segment_blockwise(
     spacing: Sequence[float] | None = None,
     block_size: Sequence[int] | None = None,
     memory_limit: int | str | None = None,
-    seed_thresh: float = 0.9,
-    fg_thresh: float = 0.5,
+    seed_thresh: float = SEED_THRESH,
+    fg_thresh: float = FG_THRESH,
     min_object_size: int = 0,
     min_unclaimed: float = 0.5,
     intensity_range: Any = None,
@@ -843,7 +834,7 @@ def segment_blockwise(
     volume = _open_image(image, spatial_dims)
     shape = tuple(volume.spatial_shape)
     nd = len(shape)
-    spacing = _spacing_tuple(spacing if spacing is not None else volume.spacing, nd)
+    spacing = resolve_spacing(spacing if spacing is not None else volume.spacing, nd)
     halo = _tuple(halo, nd, "halo")
     runner_workers = int(workers) if workers else 1
     runner = _Runner(scheduler, runner_workers)
