@@ -200,8 +200,8 @@ def _spacings(parser) -> dict:
     }
 
 
-def test_spacing_comes_from_the_data_and_an_override_wins(tmp_path):
-    data = tmp_path / "data"
+def _write_anisotropic_cells(data) -> None:
+    """A tiny 3D synthetic dataset whose TIFFs record the spacing (2, 1, 1)."""
     write_synthetic_dataset(
         str(data),
         "cells_3d",
@@ -212,7 +212,12 @@ def test_spacing_comes_from_the_data_and_an_override_wins(tmp_path):
         n_objects=(2, 3),
         radius=(5, 7),
         z_anisotropy=2,
-    )  # the TIFFs record spacing (2, 1, 1)
+    )
+
+
+def test_spacing_comes_from_the_data_and_an_override_wins(tmp_path):
+    data = tmp_path / "data"
+    _write_anisotropic_cells(data)  # the TIFFs record spacing (2, 1, 1)
     for overrides, expected in (({}, [2.0, 1.0, 1.0]), ({"spacing": [4.0, 0.5, 0.5]}, [4.0, 0.5, 0.5])):
         out = tmp_path / f"out{len(overrides)}"
         wf = bundle_workflow(
@@ -234,17 +239,7 @@ def test_spacing_comes_from_the_data_and_an_override_wins(tmp_path):
 
 def test_a_bundle_default_spacing_fills_in_for_masks_that_record_none(tmp_path):
     data = tmp_path / "data"
-    write_synthetic_dataset(
-        str(data),
-        "cells_3d",
-        n_train=3,
-        n_test=1,
-        seed=1,
-        shape=(8, 32, 32),
-        n_objects=(2, 3),
-        radius=(5, 7),
-        z_anisotropy=2,
-    )
+    _write_anisotropic_cells(data)
     for path in data.glob("*/masks/*.tif"):  # like the release archives: no spacing in the files
         tifffile.imwrite(path, tifffile.imread(path))
     wf = bundle_workflow(
