@@ -16,6 +16,7 @@ from ignite.engine import Events
 
 from monai_embedseg.bundle.datasets import ensure_dataset
 from monai_embedseg.bundle.paths import bundle_path
+from monai_embedseg.data import CropPoolDataset
 from monai_embedseg.data.io import read_tiff
 
 CONFIGS = Path(bundle_path("synthetic_2d")) / "configs"
@@ -171,8 +172,9 @@ def test_multi_gpu_config_runs_under_torchrun_on_cpu(tmp_path):
 
 @pytest.mark.parametrize("bundle, synthetic", [("dsb2018", "nuclei_2d"), ("bbbc010", "worms_2d")])
 def test_fast_profile_trains_on_generated_data(bundle, synthetic, tmp_path):
-    """The shipped train_fast.json merged over train.json: one short epoch with DataLoader workers, the one-cycle
-    schedule stepped per iteration, the auto precision, then the threshold search on the validation split."""
+    """The shipped train_fast.json merged over train.json: one short epoch from the cached crop pool (no DataLoader
+    workers), the one-cycle schedule stepped per iteration, the auto precision, then the threshold search on the
+    validation split."""
     out = tmp_path / "out"
     kwargs = {"n_train": 4, "n_test": 1, "shape": [96, 96], "seed": 5}
     wf = workflow(
@@ -183,7 +185,8 @@ def test_fast_profile_trains_on_generated_data(bundle, synthetic, tmp_path):
         synthetic=synthetic,
         synthetic_kwargs=kwargs,
         epochs=1,
-        samples_per_epoch=4,
+        samples_per_epoch=32 if bundle == "dsb2018" else 4,  # two steps
+        refresh_rate=0.5,
         val_interval=1,
         roi_size=[96, 96],
         **(
@@ -195,14 +198,17 @@ def test_fast_profile_trains_on_generated_data(bundle, synthetic, tmp_path):
     wf.initialize()
     assert wf.check_properties() == []
     loader = wf.parser.get_parsed_content("train#dataloader")
-    assert loader.num_workers >= 1
+    assert loader.num_workers == 0 and isinstance(loader.dataset, CropPoolDataset)
+    n_train = len(wf.parser.get_parsed_content("datalists")["train"])
+    assert loader.dataset.pool_size == 4 * n_train  # 4 crops per training image
     scheduler = wf.parser.get_parsed_content("lr_scheduler")
-    assert type(scheduler).__name__ == "OneCycleLR" and scheduler.total_steps == 4 // wf.parser["batch_size"]
+    assert type(scheduler).__name__ == "OneCycleLR" and scheduler.total_steps == 2
     assert wf.parser.get_parsed_content("runner").precision == "auto"
     wf.run()
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == scheduler.total_steps  # the schedule ends exactly with training
     assert (out / "model.pt").is_file() and (out / "thresholds.json").is_file()
+    assert loader.dataset.crops_cut > loader.dataset.pool_size  # crops were re-cut while training
 
 
 def test_a_short_run_leaves_a_model_and_a_used_folder_is_refused(tmp_path):

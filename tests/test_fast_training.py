@@ -171,6 +171,16 @@ def test_step_time_and_time_to_accuracy_handlers(tmp_path):
 # ---------------------------------------------------------------- threads
 
 
+def test_busy_cpus_counts_only_this_process_cpus(monkeypatch):
+    from monai_embedseg.utils import threads as th
+
+    monkeypatch.setattr(th.psutil, "cpu_percent", lambda interval, percpu: [100.0, 90.0, 0.0, 100.0])
+    monkeypatch.setattr(th.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert th.busy_cpus() == 2  # CPU 3 is busy but not ours
+    monkeypatch.setattr(th.psutil, "cpu_percent", lambda interval, percpu: [0.0, 10.0, 5.0, 100.0])
+    assert th.busy_cpus() == 0
+
+
 def test_configure_threads(monkeypatch):
     from monai_embedseg.utils import threads as th
 
@@ -179,9 +189,9 @@ def test_configure_threads(monkeypatch):
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
         monkeypatch.setattr(th, "available_cpus", lambda: 8)
-        monkeypatch.setattr(th.os, "getloadavg", lambda: (3.2, 0.0, 0.0))
+        monkeypatch.setattr(th, "busy_cpus", lambda: 3)
         assert th.configure_threads(reserve=1) == 5 == torch.get_num_threads()  # 8 CPUs, 3 busy
-        monkeypatch.setattr(th.os, "getloadavg", lambda: (20.0, 0.0, 0.0))
+        monkeypatch.setattr(th, "busy_cpus", lambda: 20)
         assert th.configure_threads() == 1  # a fully loaded machine: one thread, never zero
         assert th.configure_threads(threads=2) == 2
         monkeypatch.setenv("OMP_NUM_THREADS", "3")

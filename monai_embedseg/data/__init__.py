@@ -1,6 +1,7 @@
 """Data: TIFF I/O for MONAI, release-layout datalists, dataset properties, downloads, synthetic generators."""
 
 from .collate import pad_one_hot_collate
+from .crop_pool import CropPoolDataset, split_pool_pipeline
 from .datalist import release_datalist, split_train_val
 from .download import DATASETS, has_release_layout, prepare_dataset
 from .io import TiffReader, TiffWriter, read_tiff, register_tiff_io, write_tiff

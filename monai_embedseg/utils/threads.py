@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 
+import psutil
 import torch
 
-__all__ = ["available_cpus", "configure_threads"]
+__all__ = ["available_cpus", "busy_cpus", "configure_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,13 +24,33 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def busy_cpus(interval: float = 0.3) -> int:
+    """CPUs of this process's affinity kept busy by other programs now (measured over ``interval`` seconds).
+
+    Measured, not the 1-minute load average: that average still counts a job that ended a minute ago, so a
+    training started right after another would run on one thread for hours.
+    """
+    try:
+        per_cpu = psutil.cpu_percent(interval=interval, percpu=True)
+        try:
+            mine = sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            mine = range(len(per_cpu))
+        return int(round(sum(per_cpu[i] for i in mine if i < len(per_cpu)) / 100.0))
+    except (OSError, RuntimeError, NotImplementedError):  # no /proc: fall back to the load average
+        try:
+            return int(round(os.getloadavg()[0]))
+        except (AttributeError, OSError):
+            return 0
+
+
 def configure_threads(reserve: int = 0, threads: int | None = None) -> int:
     """Set ``torch.set_num_threads`` to what this machine can give now, unless the user chose it.
 
     PyTorch starts one OpenMP thread per core; on a small CPU shared with other programs those threads wait for
     each other and a step can become many times slower. The count used here is the CPUs of this process's
-    affinity, minus ``reserve`` (e.g. the DataLoader workers), minus the cores already busy (the 1-minute load
-    average), and at least 1. An explicit ``threads``, or ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` in the
+    affinity, minus ``reserve`` (e.g. the DataLoader workers), minus the cores already busy (measured now,
+    :func:`busy_cpus`), and at least 1. An explicit ``threads``, or ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` in the
     environment, wins.
 
     Returns:
@@ -40,10 +61,7 @@ def configure_threads(reserve: int = 0, threads: int | None = None) -> int:
         if user is not None:
             return torch.get_num_threads()  # torch already follows the variable
         cpus = available_cpus()
-        try:
-            busy = int(round(os.getloadavg()[0]))
-        except (AttributeError, OSError):
-            busy = 0
+        busy = busy_cpus()
         threads = max(1, min(cpus - int(reserve), cpus - busy))
     threads = max(1, int(threads))
     if threads != torch.get_num_threads():
