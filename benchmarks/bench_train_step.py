@@ -6,11 +6,11 @@ with their exact medoid centers, so the loss sees real objects. Variants are tim
 every variant once) so that all see the same machine load; the figure is the median over repeats.
 
 Variants: ``fp32`` (the network as is), ``channels_last``, ``channels_last+bf16`` (``FastForward``; bf16 only where
-the device has it natively, otherwise the row says ``n/a``).
+the device has it natively, otherwise the row says ``n/a``), each at every ``--threads`` count (CPU).
 
 Usage::
 
-    python benchmarks/bench_train_step.py [--repeats 10] [--threads 1] [--device cpu|cuda|all] [--cases 2d 3d]
+    python benchmarks/bench_train_step.py [--repeats 10] [--threads 1 2] [--device cpu|cuda|all] [--cases 2d 3d]
 """
 
 from __future__ import annotations
@@ -85,45 +85,58 @@ def main() -> None:
     """Parse arguments, time each case and variant, print the table."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="CPU thread counts, each timed as a variant (1 2: one thread beside a DataLoader worker vs every core)",
+    )
     p.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] if args.device in ("cpu", "all") else []
     if args.device in ("cuda", "all") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
-    print(f"torch {torch.__version__}, {args.threads} CPU thread(s), median of {args.repeats} steps after 2 warm-ups\n")
-    print("| device | case | variant | s/step | forward | loss | backward+step | crops/s | vs fp32 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"torch {torch.__version__}, CPU threads {args.threads}, median of {args.repeats} steps after 2 warm-ups\n")
+    print("| device | case | variant | threads | s/step | forward | loss | backward+step | crops/s | vs first row |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for case in args.cases:
         d, b, shape = CASES[case]
         batch = fixed_batch(d, b, shape)
         for device in devices:
+            thread_counts = args.threads if device.type == "cpu" else [torch.get_num_threads()]
+            variants = [(name, n) for n in thread_counts for name in VARIANTS]
             steps = {}
-            for name, (precision, cl) in VARIANTS.items():
+            for name, n in variants:
+                precision, cl = VARIANTS[name]
                 if precision == "bfloat16" and not bf16_supported(device.type):
                     continue
-                steps[name] = make_step(d, precision, cl, device, batch)
-            times = {name: [] for name in steps}
+                steps[(name, n)] = make_step(d, precision, cl, device, batch)
+
+            def timed(key, steps=steps):
+                torch.set_num_threads(key[1])
+                return steps[key]()
+
+            times = {key: [] for key in steps}
             for _ in range(2):
-                for fn in steps.values():
-                    fn()
+                for key in steps:
+                    timed(key)
             for _ in range(args.repeats):
-                for name, fn in steps.items():
-                    times[name].append(fn())
+                for key in steps:  # interleaved: every variant sees the same machine load
+                    times[key].append(timed(key))
             base = None
-            for name in VARIANTS:
+            for key in variants:
                 label = f"{b} x {' x '.join(map(str, shape))}"
-                if name not in times:
-                    print(f"| {device.type} | {label} | {name} | n/a (no native bf16) | | | | | |")
+                if key not in times:
+                    print(f"| {device.type} | {label} | {key[0]} | {key[1]} | n/a (no native bf16) | | | | | |")
                     continue
-                parts = [statistics.median(t[i] for t in times[name]) for i in range(3)]
-                total = statistics.median(sum(t) for t in times[name])
+                parts = [statistics.median(t[i] for t in times[key]) for i in range(3)]
+                total = statistics.median(sum(t) for t in times[key])
                 base = base or total
                 print(
-                    f"| {device.type} | {label} | {name} | {total:.3f} | {parts[0]:.3f} | {parts[1]:.3f} | "
-                    f"{parts[2]:.3f} | {b / total:.1f} | {base / total:.2f}x |"
+                    f"| {device.type} | {label} | {key[0]} | {key[1]} | {total:.3f} | {parts[0]:.3f} | "
+                    f"{parts[1]:.3f} | {parts[2]:.3f} | {b / total:.1f} | {base / total:.2f}x |"
                 )
 
 

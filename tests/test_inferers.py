@@ -136,6 +136,25 @@ def test_tta_of_equivariant_network_is_its_prediction(labs, net_cls, spacing, n_
     assert torch.allclose(out_chunked, out, atol=1e-6)
 
 
+def test_tta_batches_copies_by_size_on_cpu(monkeypatch):
+    """``tta_batch_size=None`` on a CPU: as many copies per call as stay under ``CPU_TTA_VOXELS`` (large batches run
+    slower there), the same result as one copy per call."""
+    from monai_embedseg.inferers import embedseg
+
+    net = torch.nn.Conv2d(1, 5, 3, padding=1)
+    x = torch.rand(1, 1, 16, 16)
+    calls = []
+    with torch.no_grad():
+        ref = EmbedSegInferer(tta=True, tta_batch_size=1)(x, net)
+        monkeypatch.setattr(embedseg, "CPU_TTA_VOXELS", 2 * 16 * 16)
+        out = EmbedSegInferer(tta=True)(x, lambda t: calls.append(t.shape[0]) or net(t))
+    assert calls == [2, 2, 2, 2] and torch.allclose(out, ref, atol=1e-6)
+    monkeypatch.setattr(embedseg, "CPU_TTA_VOXELS", 10)
+    calls.clear()
+    EmbedSegInferer(tta=True)(x, lambda t: calls.append(t.shape[0]) or net(t))
+    assert calls == [1] * 8  # never fewer than one copy
+
+
 def test_tta_skips_rotations_for_unequal_yx_spacing():
     sp = (1.0, 0.5)
     net = OracleNet(sp)
