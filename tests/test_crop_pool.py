@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from monai.data import Dataset
+from monai.data import Dataset, MetaTensor, get_track_meta
 from monai.transforms import Compose, EnsureTyped, RandFlipd, RandRotate90d
 
 from monai_embedseg.data import CropPoolDataset, split_pool_pipeline
@@ -83,8 +83,11 @@ def test_pool_refreshes_at_its_rate_and_serves_each_crop_again():
         pool[i]
     # 41 crops served at 0.25 new crops each: 10 re-cut, the oldest first
     assert pool.crops_cut == 12 + 10
+    pool._credit = 0.0  # the check below serves one more crop
     now = [id(c) for c in pool.pool]
     assert sum(a != b for a, b in zip(first, now)) == 10 and now[10:] == first[10:]
+    # augmentation runs without MONAI's metadata tracking (plain tensors out), and the global setting is restored
+    assert get_track_meta() and not isinstance(pool[3]["image"], MetaTensor) and get_track_meta()
     # served items are fresh dicts: augmentation never alters the pool
     before = pool.pool[11]["image"].clone()
     for _ in range(5):
