@@ -199,3 +199,25 @@ def test_configure_threads(monkeypatch):
         assert th.configure_threads(reserve=1) == 3  # the user's choice wins
     finally:
         torch.set_num_threads(before)
+
+
+def test_non_bottleneck_inference_path_equals_the_training_formula():
+    """Without autograd the residual block adds and rectifies in place (it keeps bf16 channels-last chains); in
+    float32 the values equal ``relu(x + residual(x))`` and the block input is left untouched."""
+    from monai_embedseg.networks.blocks.erfnet import NonBottleneck1d
+
+    torch.manual_seed(0)
+    block = NonBottleneck1d(2, 8, dilation=2).eval()
+    x = torch.randn(2, 8, 17, 19)
+    x_before = x.clone()
+    with torch.no_grad():
+        out = block(x)
+        ref = torch.relu(x + block.residual(x))
+    assert torch.equal(x, x_before)
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = block(x.to(memory_format=torch.channels_last))
+    assert mixed.dtype == torch.bfloat16  # the residual's dtype; x + r would have promoted it to float32
+    y = block.train()(x.requires_grad_())
+    y.sum().backward()  # the training path keeps autograd working
+    assert x.grad is not None
