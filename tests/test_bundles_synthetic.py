@@ -185,7 +185,7 @@ def test_fast_profile_trains_on_generated_data(bundle, synthetic, tmp_path):
         synthetic=synthetic,
         synthetic_kwargs=kwargs,
         epochs=1,
-        samples_per_epoch=32 if bundle == "dsb2018" else 4,  # two steps
+        samples_per_epoch=24 if bundle == "dsb2018" else 3,  # two steps, the second a partial batch
         refresh_rate=0.5,
         val_interval=1,
         roi_size=[96, 96],
