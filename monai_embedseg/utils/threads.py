@@ -16,12 +16,18 @@ logger = logging.getLogger(__name__)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def _affinity() -> list[int] | None:
+    """Ids of the CPUs this process may run on, ``None`` where the platform does not say."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask, or ``os.cpu_count()`` where that is unknown)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    mine = _affinity()
+    return max(1, len(mine) if mine is not None else os.cpu_count() or 1)
 
 
 def busy_cpus(interval: float = 0.3) -> int:
@@ -32,9 +38,8 @@ def busy_cpus(interval: float = 0.3) -> int:
     """
     try:
         per_cpu = psutil.cpu_percent(interval=interval, percpu=True)
-        try:
-            mine = sorted(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
+        mine = _affinity()
+        if mine is None:
             mine = range(len(per_cpu))
         return int(round(sum(per_cpu[i] for i in mine if i < len(per_cpu)) / 100.0))
     except (OSError, RuntimeError, NotImplementedError):  # no /proc: fall back to the load average
