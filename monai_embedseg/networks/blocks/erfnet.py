@@ -23,17 +23,6 @@ def _check_dims(spatial_dims: int) -> None:
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
 
 
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """The memory format ``x`` is laid out in: channels-last (2D or 3D) when it is only that, else contiguous."""
-    if x.is_contiguous():
-        return torch.contiguous_format
-    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    if x.ndim == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.preserve_format
-
-
 def _check_channels(**channels: int) -> None:
     for name, value in channels.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -79,7 +68,13 @@ class DownsamplerBlock(nn.Module):
         # Under bf16 autocast the convolution is bf16 but the max-pool keeps the input's float32 (and, for one input
         # channel, an ambiguous layout); concatenated as is, every later block would run on float32 contiguous
         # tensors. The pooled input takes the convolution's dtype and memory format (a no-op in plain float32).
-        pooled = self.pool(x).to(dtype=conv.dtype, memory_format=_memory_format(conv))
+        pooled = self.pool(x)
+        if conv.ndim == 4 and not conv.is_contiguous() and conv.is_contiguous(memory_format=torch.channels_last):
+            pooled = pooled.to(dtype=conv.dtype, memory_format=torch.channels_last)
+        elif conv.ndim == 5 and not conv.is_contiguous() and conv.is_contiguous(memory_format=torch.channels_last_3d):
+            pooled = pooled.to(dtype=conv.dtype, memory_format=torch.channels_last_3d)
+        else:
+            pooled = pooled.to(conv.dtype)
         return self.act(self.norm(torch.cat([conv, pooled], dim=1)))
 
 
