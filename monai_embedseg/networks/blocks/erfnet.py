@@ -64,18 +64,7 @@ class DownsamplerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, *spatial)`` -> ``(B, C_out, *ceil(spatial / 2))``."""
-        conv = self.conv(x)
-        # Under bf16 autocast the convolution is bf16 but the max-pool keeps the input's float32 (and, for one input
-        # channel, an ambiguous layout); concatenated as is, every later block would run on float32 contiguous
-        # tensors. The pooled input takes the convolution's dtype and memory format (a no-op in plain float32).
-        pooled = self.pool(x)
-        if conv.ndim == 4 and not conv.is_contiguous() and conv.is_contiguous(memory_format=torch.channels_last):
-            pooled = pooled.to(dtype=conv.dtype, memory_format=torch.channels_last)
-        elif conv.ndim == 5 and not conv.is_contiguous() and conv.is_contiguous(memory_format=torch.channels_last_3d):
-            pooled = pooled.to(dtype=conv.dtype, memory_format=torch.channels_last_3d)
-        else:
-            pooled = pooled.to(conv.dtype)
-        return self.act(self.norm(torch.cat([conv, pooled], dim=1)))
+        return self.act(self.norm(torch.cat([self.conv(x), self.pool(x)], dim=1)))
 
 
 class NonBottleneck1d(nn.Module):
@@ -138,7 +127,14 @@ class NonBottleneck1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, *spatial)`` -> ``(B, C, *spatial)``."""
-        return self.act(x + self.residual(x))
+        r = self.residual(x)
+        if torch.is_grad_enabled():
+            return self.act(x + r)
+        # inference: add and ReLU in place, in the residual's dtype and memory format. Under bf16 autocast the block
+        # input can be float32 (from a downsampler's max-pool branch) and ``x + r`` would then run every later layer
+        # on float32 contiguous tensors; in place the chain stays bf16 channels-last (1022 x 1024 forward, 2 threads:
+        # 0.78 s -> 0.54 s). In float32 the result is identical.
+        return torch.relu_(r.add_(x))
 
 
 class UpsamplerBlock(nn.Module):
