@@ -174,11 +174,54 @@ def test_step_time_and_time_to_accuracy_handlers(tmp_path):
 def test_busy_cpus_counts_only_this_process_cpus(monkeypatch):
     from monai_embedseg.utils import threads as th
 
+    class Me:  # this process's own CPU use over the interval
+        own = 0.0
+
+        def cpu_percent(self, interval=None):
+            return self.own
+
+    monkeypatch.setattr(th.psutil, "Process", Me)
     monkeypatch.setattr(th.psutil, "cpu_percent", lambda interval, percpu: [100.0, 90.0, 0.0, 100.0])
     monkeypatch.setattr(th.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     assert th.busy_cpus() == 2  # CPU 3 is busy but not ours
+    Me.own = 100.0
+    assert th.busy_cpus() == 1  # one of the two busy cores is this process itself
     monkeypatch.setattr(th.psutil, "cpu_percent", lambda interval, percpu: [0.0, 10.0, 5.0, 100.0])
     assert th.busy_cpus() == 0
+
+
+def test_thread_count_is_chosen_again_while_training_runs(monkeypatch, caplog):
+    """A run started while another program was busy takes the idle core back at a later epoch, and says so."""
+    import logging
+
+    from monai_embedseg.handlers import ThreadCountHandler
+    from monai_embedseg.utils import threads as th
+
+    before = torch.get_num_threads()
+    busy = iter([1, 1, 0, 0, 1])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(th, "available_cpus", lambda: 2)
+    monkeypatch.setattr(th, "busy_cpus", lambda: next(busy))
+    try:
+        th.configure_threads()
+        assert torch.get_num_threads() == 1  # the other core was busy at start
+        engine = Engine(lambda e, b: None)
+        handler = ThreadCountHandler(min_interval=0.0)
+        handler.attach(engine)
+        with caplog.at_level(logging.INFO, logger="monai_embedseg.utils.threads"):
+            engine.run([0], max_epochs=4)
+        assert handler.history == [1, 2, 2, 1]  # one check per epoch, following the other program
+        assert "using 2 torch CPU thread(s), was 1" in caplog.text
+        assert "using 1 torch CPU thread(s), was 2" in caplog.text
+        fixed = ThreadCountHandler(threads=2, min_interval=0.0)
+        fixed(engine)
+        assert fixed.history == []  # the user's explicit count is kept
+        limited = ThreadCountHandler(min_interval=3600.0)
+        limited(engine)
+        assert limited.history == []  # at most one check per min_interval
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_configure_threads(monkeypatch):

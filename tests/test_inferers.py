@@ -311,4 +311,7 @@ def test_an_image_that_fits_one_window_runs_whole_without_padding():
     assert shapes == [(128, 128)]
     shapes.clear()
     EmbedSegInferer(roi_size=(64, 64), overlap=0.25)(x, net)
-    assert len(shapes) > 1 and set(shapes) == {(64, 64)}  # larger than the window: sliding window as before
+    assert len(shapes) > 1 and set(shapes) == {(64, 50)}  # sliding along y, the window cut to the image along x
+    shapes.clear()
+    EmbedSegInferer(roi_size=(64, 64), overlap=0.25, whole_if_fits=False)(x, net)
+    assert set(shapes) == {(64, 64)}  # MONAI's own windows, padded

@@ -17,7 +17,8 @@ levels: ``"validate#inferer#sw_batch_size"``) mapped to the values that replace 
     {
         "common": {...},           ids set in each of train, evaluate, inference and multi_gpu_train that has them
         "train": {...}, "evaluate": {...}, "inference": {...}, "multi_gpu_train": {...},   ids of that config only
-        "train_fast": {...},       the fast profile train_fast.json (template/train_fast.json + these ids); optional
+        "train_fast": {...},       the fast profile train_fast.json (template/train_fast.json, for 3D bundles with
+                                   template/train_fast_3d.json's ids set over it, + these ids); optional
         "metadata": {...}          metadata.json ids (name, task, description, changelog#0.1.0, ...)
     }
 
@@ -165,6 +166,11 @@ def render_bundle(name: str) -> dict[str, str]:
     configs: dict[str, dict] = {}
     for config_name in (*CONFIGS, *(p for p in PROFILES if p in recipe)):
         configs[config_name] = _read_json(TEMPLATE_DIR / f"{config_name}.json")
+    spatial_dims = int(recipe.get("common", {}).get("spatial_dims", configs["train"]["spatial_dims"]))
+    for profile in PROFILES:
+        overlay = TEMPLATE_DIR / f"{profile}_{spatial_dims}d.json"
+        if profile in configs and overlay.is_file():  # what a profile changes in 3D (crop budget, schedule in steps)
+            configs[profile].update(_read_json(overlay))
     for config_id, value in recipe.get("common", {}).items():
         targets = [c for c in CONFIGS if _parent(configs[c], config_id) is not None]
         if not targets:

@@ -2,6 +2,7 @@
 
 from .collate import pad_one_hot_collate
 from .crop_pool import CropPoolDataset, split_pool_pipeline
+from .crop_size import batch_for_budget, fit_crop_size
 from .datalist import release_datalist, split_train_val
 from .download import DATASETS, has_release_layout, prepare_dataset
 from .io import TiffReader, TiffWriter, read_tiff, register_tiff_io, write_tiff

@@ -108,7 +108,10 @@ class BestModelSaver(CheckpointSaver):
     """``CheckpointSaver`` of the best model by the validator's key metric, whose record of the best score resumes.
 
     Writes ``save_dir/filename`` (a plain state dict, as MONAI's ``CheckpointSaver`` writes a single object) whenever
-    the key metric improves. It has ``state_dict()`` / ``load_state_dict()`` (the record of the best score), so
+    the key metric improves or equals the best so far: a later model of equal score replaces an earlier one (a small
+    validation split saturates AP@0.5 early, while the schedule keeps improving the masks).
+
+    It has ``state_dict()`` / ``load_state_dict()`` (the record of the best score), so
     listing it in the epoch checkpoints' ``save_dict`` (and in :class:`ResumeHandler`'s ``load_dict``) makes a
     resumed run replace the best model only by a better one, instead of by whatever its first validation gives.
 
@@ -120,7 +123,13 @@ class BestModelSaver(CheckpointSaver):
     """
 
     def __init__(self, save_dir: str, save_dict: dict, filename: str = "model.pt", **kwargs):
-        kwargs = {"save_key_metric": True, "key_metric_filename": filename, "key_metric_n_saved": 1, **kwargs}
+        kwargs = {
+            "save_key_metric": True,
+            "key_metric_filename": filename,
+            "key_metric_n_saved": 1,
+            "key_metric_greater_or_equal": True,
+            **kwargs,
+        }
         super().__init__(save_dir, save_dict, **kwargs)
 
     def state_dict(self) -> dict:

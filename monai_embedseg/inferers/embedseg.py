@@ -25,6 +25,7 @@ ensemble classifiers; ``seed_average="logit"`` averages the logits instead.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SlidingWindowInferer
-from monai.utils import convert_to_dst_type, ensure_tuple_rep
+from monai.utils import convert_to_dst_type, ensure_tuple_rep, fall_back_tuple
 
 from monai_embedseg.embedding import n_sigma_of, resolve_spacing
 
@@ -185,7 +186,8 @@ class EmbedSegInferer(Inferer):
             call: large batches run slower there).
         whole_if_fits: run an image that fits in one window (every axis <= ``roi_size``) through the network whole,
             without MONAI's padding up to the window size (the network takes any size): on a 700 x 500 image and a
-            1024 x 1024 window that is 3x fewer pixels, and there is no padded border.
+            1024 x 1024 window that is 3x fewer pixels, and there is no padded border. Likewise the sliding window
+            is cut to the image along axes where the image is shorter (a 5-slice volume, a 32-slice window).
 
     ``__call__(inputs, network)`` takes ``inputs (B, C_in, *spatial)`` and returns the raw prediction
     ``(B, 2D+1, *spatial)`` (or ``D+2`` channels for an isotropic-sigma network), MetaTensor in -> MetaTensor out.
@@ -250,9 +252,24 @@ class EmbedSegInferer(Inferer):
         roi = ensure_tuple_rep(self.roi_size, len(spatial))
         return all(r is None or r <= 0 or s <= r for s, r in zip(spatial, roi))
 
+    def _window(self, spatial: Sequence[int]) -> SlidingWindowInferer:
+        """The sliding window for an image of ``spatial`` size: never longer than the image along an axis (MONAI
+        would pad the image up to the window: a 5-slice volume and a 32-slice window cost 6x the voxels)."""
+        assert self.sliding_window is not None
+        if not self.whole_if_fits:
+            return self.sliding_window  # MONAI's own behaviour, padding included
+        roi = fall_back_tuple(ensure_tuple_rep(self.roi_size, len(spatial)), spatial)
+        clipped = tuple(min(int(r), int(s)) for r, s in zip(roi, spatial))
+        if clipped == tuple(self.sliding_window.roi_size):
+            return self.sliding_window
+        window = copy.copy(self.sliding_window)
+        window.roi_size = clipped
+        window.roi_weight_map = None  # a cached map belongs to the unclipped window
+        return window
+
     def _run(self, x: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.sliding_window is not None and not (self.whole_if_fits and self._fits(x.shape[2:])):
-            out = self.sliding_window(x, network, *args, **kwargs)
+            out = self._window(x.shape[2:])(x, network, *args, **kwargs)
         else:
             out = network(x.to(self.sw_device) if self.sw_device is not None else x, *args, **kwargs)
             if self.device is not None:

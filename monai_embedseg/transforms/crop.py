@@ -50,6 +50,9 @@ class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
         weighting: ``"uniform"`` (every instance equally likely) or ``"size"`` (proportional to voxel count).
         mode: padding mode of MONAI's ``Pad`` (``"constant"``, ``"reflect"``, ...). Use constant for labels.
         one_hot: label format; ``None`` = decide from the channel count.
+        keep_inside: shift each window into the image on every axis where it fits (the chosen object's center stays
+            inside it) and center it on the image where it does not, so no crop is mostly padding: padding is then
+            only the excess of the window over the image, split evenly.
         pad_kwargs: further arguments of the padding function (e.g. ``value`` for torch constant padding).
 
     Raises:
@@ -66,6 +69,7 @@ class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
         weighting: str = "uniform",
         mode: str = "constant",
         one_hot: bool | None = None,
+        keep_inside: bool = False,
         **pad_kwargs: Any,
     ) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
@@ -81,6 +85,7 @@ class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
         self.weighting = weighting
         self.mode = mode
         self.one_hot = one_hot
+        self.keep_inside = bool(keep_inside)
         self.pad_kwargs = pad_kwargs
         #: window start (may be negative) per sample, set by ``randomize``
         self.starts: list[tuple[int, ...]] | None = None
@@ -117,6 +122,9 @@ class RandObjectCrop(RandomizableTransform, MultiSampleTrait):
             jit = self.R.uniform(-1.0, 1.0, size=(n, sd)) * self.jitter * roi
             center = (starts[picks] + stops[picks] - 1) / 2.0 + jit
             win = np.floor(center - (roi - 1) / 2.0 + 0.5).astype(np.int64)
+            if self.keep_inside:
+                free = np.asarray(spatial, np.int64) - roi
+                win = np.where(free >= 0, np.clip(win, 0, np.maximum(free, 0)), np.floor(free / 2)).astype(np.int64)
             self.objects = [int(k) for k in keys[picks]]
         self.starts = [tuple(int(v) for v in w) for w in win]
         self.roi = tuple(int(r) for r in roi)
@@ -182,6 +190,7 @@ class RandObjectCropd(RandomizableTransform, MapTransform, MultiSampleTrait):
         weighting: ``"uniform"`` or ``"size"``.
         mode: padding mode, one per key or one for all (default constant 0; keep labels constant).
         one_hot: label format; ``None`` = decide from the channel count.
+        keep_inside: shift windows into the image where they fit, see :class:`RandObjectCrop`.
         allow_missing_keys: do not raise for missing keys.
         pad_kwargs: further arguments of the padding function, used for every key (e.g. ``value``: labels too).
     """
@@ -198,6 +207,7 @@ class RandObjectCropd(RandomizableTransform, MapTransform, MultiSampleTrait):
         weighting: str = "uniform",
         mode: str | Sequence[str] = "constant",
         one_hot: bool | None = None,
+        keep_inside: bool = False,
         allow_missing_keys: bool = False,
         **pad_kwargs: Any,
     ) -> None:
@@ -206,7 +216,13 @@ class RandObjectCropd(RandomizableTransform, MapTransform, MultiSampleTrait):
         self.label_key = label_key
         self.mode = ensure_tuple_rep(mode, len(self.keys))
         self.cropper = RandObjectCrop(
-            crop_size, num_samples=num_samples, jitter=jitter, weighting=weighting, one_hot=one_hot, **pad_kwargs
+            crop_size,
+            num_samples=num_samples,
+            jitter=jitter,
+            weighting=weighting,
+            one_hot=one_hot,
+            keep_inside=keep_inside,
+            **pad_kwargs,
         )
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandObjectCropd:

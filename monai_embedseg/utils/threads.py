@@ -34,14 +34,18 @@ def busy_cpus(interval: float = 0.3) -> int:
     """CPUs of this process's affinity kept busy by other programs now (measured over ``interval`` seconds).
 
     Measured, not the 1-minute load average: that average still counts a job that ended a minute ago, so a
-    training started right after another would run on one thread for hours.
+    training started right after another would run on one thread for hours. This process's own use over the same
+    interval (e.g. its DataLoader workers or threads still spinning after a step) is not counted.
     """
     try:
+        me = psutil.Process()
+        me.cpu_percent(None)
         per_cpu = psutil.cpu_percent(interval=interval, percpu=True)
+        own = me.cpu_percent(None)
         mine = _affinity()
         if mine is None:
             mine = range(len(per_cpu))
-        return int(round(sum(per_cpu[i] for i in mine if i < len(per_cpu)) / 100.0))
+        return max(0, int(round((sum(per_cpu[i] for i in mine if i < len(per_cpu)) - own) / 100.0)))
     except (OSError, RuntimeError, NotImplementedError):  # no /proc: fall back to the load average
         try:
             return int(round(os.getloadavg()[0]))
@@ -69,7 +73,8 @@ def configure_threads(reserve: int = 0, threads: int | None = None) -> int:
         busy = busy_cpus()
         threads = max(1, min(cpus - int(reserve), cpus - busy))
     threads = max(1, int(threads))
-    if threads != torch.get_num_threads():
+    before = torch.get_num_threads()
+    if threads != before:
         torch.set_num_threads(threads)
-        logger.info(f"using {threads} torch CPU thread(s) (set OMP_NUM_THREADS to choose)")
+        logger.info(f"using {threads} torch CPU thread(s), was {before} (set OMP_NUM_THREADS or --threads to choose)")
     return threads

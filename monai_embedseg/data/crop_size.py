@@ -1,0 +1,111 @@
+"""Training crop size and batch that fit the data: never larger than the volumes, within a voxel budget.
+
+The crop size deduced from the masks (``mean + 5 std`` object extent per axis, rounded up to 8:
+:func:`~monai_embedseg.data.properties.compute_dataset_properties`) is the paper's rule. On small or thin volumes it can
+exceed the volume itself (a 60-slice tile and a 64-slice crop: the crop is padding along z), and in 3D its voxel count
+sets the cost of every step. :func:`fit_crop_size` keeps the rule's proportions, shrinks the crop uniformly (the same
+factor on every axis, i.e. the same factor in physical units, so an anisotropic crop stays anisotropic like its
+objects) until it fits a voxel budget, never below what holds a typical object (``mean + 2 std``), and clips every
+axis to the smallest training volume. :func:`batch_for_budget` then picks how many such crops make one step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["fit_crop_size", "batch_for_budget", "OBJECT_N_STD"]
+
+logger = logging.getLogger(__name__)
+
+#: a crop should hold an object of ``mean + OBJECT_N_STD * std`` extent along every axis
+OBJECT_N_STD = 2.0
+
+
+def _round_up(values: np.ndarray, multiple: int) -> np.ndarray:
+    return np.ceil(values / multiple) * multiple
+
+
+def fit_crop_size(
+    properties: Mapping,
+    max_voxels: int | None = None,
+    multiple: int = 8,
+    square_in_plane: bool = True,
+    crop_size: Sequence[int] | None = None,
+) -> list[int]:
+    """A training crop size ``[Z,] Y, X`` that fits the training volumes and, optionally, a voxel budget.
+
+    Args:
+        properties: dataset properties (``crop_size``, ``object_extent_mean``, ``object_extent_std``,
+            ``image_shape_min``), as written to ``dataset_properties.json``.
+        max_voxels: largest crop in voxels (``None``: no budget, only the clipping to the volumes). The crop is
+            scaled down by one factor on every axis until it fits, but never below ``mean + 2 std`` object extent.
+        multiple: axes are rounded up to a multiple of this (the network's downsampling), then clipped to the
+            smallest volume, so an axis shorter than the volume is a multiple and a clipped axis is the volume's size.
+        square_in_plane: make the last two axes equal (90-degree rotations in the y-x plane keep the crop shape).
+        crop_size: start from this crop instead of ``properties["crop_size"]`` (e.g. a bundle's published one).
+
+    Returns:
+        the crop size, one int per spatial axis. A warning is logged when typical objects (``mean + 2 std``) are
+        larger than the crop along an axis: they are then seen only in parts during training.
+
+    Raises:
+        ValueError: properties without the needed keys, or lengths that do not match.
+    """
+    missing = [k for k in ("object_extent_mean", "object_extent_std", "image_shape_min") if k not in properties]
+    if crop_size is None and "crop_size" not in properties:
+        missing.append("crop_size")
+    if missing:
+        raise ValueError(
+            f"dataset properties lack {missing}; recompute them (python -m monai_embedseg.data.properties)."
+        )
+    start = np.asarray(crop_size if crop_size is not None else properties["crop_size"], np.float64)
+    mean = np.asarray(properties["object_extent_mean"], np.float64)
+    std = np.asarray(properties["object_extent_std"], np.float64)
+    limit = np.asarray(properties["image_shape_min"], np.float64)
+    if not len(start) == len(mean) == len(std) == len(limit):
+        raise ValueError(
+            f"crop size {start.tolist()}, extents {mean.tolist()} and image shape {limit.tolist()} differ in length."
+        )
+    need = mean + OBJECT_N_STD * std
+    if square_in_plane and len(start) >= 2:
+        start[-2:] = start[-2:].max()
+        need[-2:] = need[-2:].max()
+        limit[-2:] = limit[-2:].min()
+
+    def fitted(scale: float) -> np.ndarray:
+        return np.minimum(_round_up(np.maximum(start * scale, need), multiple), limit)
+
+    crop = fitted(1.0)
+    if max_voxels is not None and np.prod(crop) > max_voxels:
+        lo, hi = 0.0, 1.0  # largest scale whose crop fits the budget (the crop only grows with the scale)
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if np.prod(fitted(mid)) <= max_voxels else (lo, mid)
+        crop = fitted(lo)
+        if np.prod(crop) > max_voxels:
+            logger.warning(
+                f"crop {crop.astype(int).tolist()} ({int(np.prod(crop))} voxels) is over the budget of {max_voxels}: "
+                f"it is what holds a typical object (mean + 2 std extent {np.round(need, 1).tolist()})"
+            )
+    short = np.flatnonzero(need > crop)
+    if len(short):
+        axes = "zyx"[-len(crop) :]
+        logger.warning(
+            "objects are larger than a training crop can hold along "
+            + ", ".join(f"{axes[a]} (mean + 2 std extent {need[a]:.0f} > crop {int(crop[a])})" for a in short)
+            + ": the network sees them only in parts; use larger training volumes or a coarser sampling"
+        )
+    return [int(c) for c in crop]
+
+
+def batch_for_budget(crop_size: Sequence[int], voxels_per_step: int, minimum: int = 2, maximum: int = 16) -> int:
+    """Crops per step so that a step holds about ``voxels_per_step`` voxels (within ``[minimum, maximum]``).
+
+    The network pads every axis to a multiple of 8, so the padded crop is what counts.
+    """
+    padded = math.prod(int(math.ceil(c / 8) * 8) for c in crop_size)
+    return int(min(max(voxels_per_step // max(padded, 1), minimum), maximum))
