@@ -42,7 +42,8 @@ def fit_crop_size(
         properties: dataset properties (``crop_size``, ``object_extent_mean``, ``object_extent_std``,
             ``image_shape_min``), as written to ``dataset_properties.json``.
         max_voxels: largest crop in voxels (``None``: no budget, only the clipping to the volumes). The crop is
-            scaled down by one factor on every axis until it fits, but never below ``mean + 2 std`` object extent.
+            scaled down by one factor on every axis until it fits, not below ``mean + 2 std`` object extent unless
+            that alone is over the budget (then that extent is scaled down, and a warning says so).
         multiple: axes are rounded up to a multiple of this (the network's downsampling), then clipped to the
             smallest volume, so an axis shorter than the volume is a multiple and a clipped axis is the volume's size.
         square_in_plane: make the last two axes equal (90-degree rotations in the y-x plane keep the crop shape).
@@ -50,7 +51,8 @@ def fit_crop_size(
 
     Returns:
         the crop size, one int per spatial axis. A warning is logged when typical objects (``mean + 2 std``) are
-        larger than the crop along an axis: they are then seen only in parts during training.
+        larger than the crop along an axis where the volumes are not smaller still: they are then seen only in parts
+        during training (objects cut by the volume's own border are what the data holds, at inference too).
 
     Raises:
         ValueError: properties without the needed keys, or lengths that do not match.
@@ -76,22 +78,28 @@ def fit_crop_size(
         need[-2:] = need[-2:].max()
         limit[-2:] = limit[-2:].min()
 
-    def fitted(scale: float) -> np.ndarray:
-        return np.minimum(_round_up(np.maximum(start * scale, need), multiple), limit)
+    def clipped(size: np.ndarray) -> np.ndarray:
+        return np.minimum(np.maximum(_round_up(size, multiple), multiple), limit)
 
-    crop = fitted(1.0)
-    if max_voxels is not None and np.prod(crop) > max_voxels:
-        lo, hi = 0.0, 1.0  # largest scale whose crop fits the budget (the crop only grows with the scale)
+    def largest(fitted, budget: float) -> np.ndarray:
+        """``fitted(s)`` for the largest ``s`` in [0, 1] within ``budget`` voxels (it only grows with ``s``)."""
+        lo, hi = 0.0, 1.0
         for _ in range(40):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if np.prod(fitted(mid)) <= max_voxels else (lo, mid)
-        crop = fitted(lo)
-        if np.prod(crop) > max_voxels:
-            logger.warning(
-                f"crop {crop.astype(int).tolist()} ({int(np.prod(crop))} voxels) is over the budget of {max_voxels}: "
-                f"it is what holds a typical object (mean + 2 std extent {np.round(need, 1).tolist()})"
-            )
-    short = np.flatnonzero(need > crop)
+            lo, hi = (mid, hi) if np.prod(fitted(mid)) <= budget else (lo, mid)
+        return fitted(lo)
+
+    crop = clipped(np.maximum(start, need))
+    if max_voxels is not None and np.prod(crop) > max_voxels:
+        if np.prod(clipped(need)) <= max_voxels:  # shrink towards what holds a typical object
+            crop = largest(lambda s: clipped(np.maximum(start * s, need)), max_voxels)
+        else:  # even a typical object is over the budget: the budget wins, the objects are cut (warned below)
+            crop = largest(lambda s: clipped(need * s), max_voxels)
+    logger.info(
+        f"training crop {crop.astype(int).tolist()} (the masks ask for {start.astype(int).tolist()}; smallest volume "
+        f"{limit.astype(int).tolist()}; budget {max_voxels or 'none'} voxels)"
+    )
+    short = np.flatnonzero((need > crop) & (crop < limit))  # where the volume itself is not what limits the crop
     if len(short):
         axes = "zyx"[-len(crop) :]
         logger.warning(
