@@ -6,7 +6,8 @@ exceed the volume itself (a 60-slice tile and a 64-slice crop: the crop is paddi
 sets the cost of every step. :func:`fit_crop_size` keeps the rule's proportions, shrinks the crop uniformly (the same
 factor on every axis, i.e. the same factor in physical units, so an anisotropic crop stays anisotropic like its
 objects) until it fits a voxel budget, not below what holds a typical object (``mean + 2 std``) unless that alone
-is over the budget, and clips every axis to the smallest training volume. :func:`batch_for_budget` then picks how many such crops make one step.
+is over the budget, and clips every axis to the smallest training volume. :func:`batch_for_budget` then picks how
+many such crops make one step.
 """
 
 from __future__ import annotations
