@@ -69,7 +69,7 @@ def test_missing_properties_are_named():
 
 
 def test_batch_for_budget_counts_padded_crops():
-    assert batch_for_budget([5, 144, 144], 1 << 20) == (1 << 20) // (8 * 144 * 144)
+    assert batch_for_budget([5, 144, 144], 1 << 20) == (1 << 20) // (8 * 144 * 144)  # padded to 8 slices
     assert batch_for_budget([16, 40, 40], 1 << 20) == 16  # capped
     assert batch_for_budget([64, 256, 256], 1 << 20) == 2  # at least two crops
 
