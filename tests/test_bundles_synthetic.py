@@ -218,13 +218,24 @@ def test_a_short_run_leaves_a_model_and_a_used_folder_is_refused(tmp_path):
     wf.initialize()
     wf.run()
     assert (out / "model.pt").is_file() and (out / "checkpoint_epoch=2.pt").is_file()
-    # a fresh run into the same folder would later resume from the wrong run: refused with the way out
-    wf = run("train", ["train.json"], tmp_path, epochs=1, val_interval=1, tune_thresholds=False)
+    trained = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    # a fresh run into the same folder would later resume from the wrong run: refused with the way out, and the
+    # trained run's files (its dataset_properties.json included) are left exactly as they were
+    wf = run("train", ["train.json"], tmp_path, epochs=1, val_interval=1, tune_thresholds=False, spacing=[3.0, 1.0])
     wf.initialize()
     with pytest.raises(Exception) as info:
         wf.run()
     message = "".join(traceback.format_exception(info.value))
     assert "checkpoint_epoch=2.pt" in message and "--resume true" in message and "--overwrite true" in message
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == trained
+    # resuming with data or settings that change the model's properties is refused, nothing written either
+    wf = run("train", ["train.json"], tmp_path, epochs=3, val_interval=1, tune_thresholds=False, resume=True)
+    wf.initialize()
+    wf.parser["spacing"] = [3.0, 1.0]
+    with pytest.raises(Exception) as info:
+        wf.run()
+    assert "cannot resume" in "".join(traceback.format_exception(info.value))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == trained
     # --overwrite true: the old epoch checkpoints go, the new run writes its own
     wf = run("train", ["train.json"], tmp_path, epochs=1, val_interval=1, tune_thresholds=False, overwrite=True)
     wf.initialize()

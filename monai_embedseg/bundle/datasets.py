@@ -104,12 +104,19 @@ def prepare_properties(
     spacing: Sequence[float] | None = None,
     label_key: str = "label",
     default_spacing: Sequence[float] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Deduce the dataset properties from the train + val masks and save them as JSON in ``output_dir``.
 
     ``label_key="label_onehot"`` (the release layout's ``masks_onehot``) reads one-hot stacks ``(N, *spatial)``.
     The file (``dataset_properties.json``) sits beside the checkpoints so inference uses the same crop size,
-    minimum object size and spacing. It is rewritten on every training start (it belongs to the run, not to the user).
+    minimum object size and spacing. It belongs to the run: a fresh run writes it, but never over a trained run's.
+
+    Checked before anything is written: a fresh run (neither ``resume`` nor ``overwrite``) in a folder holding another
+    run's epoch checkpoints is refused (the properties of that run's model stay as they are); a resumed run keeps its
+    properties file, and is refused when the data now gives another spacing, crop size, minimum object size or
+    foreground weight (the model was trained for those).
 
     The spacing (``props["spacing"]``, the one the bundles' loss, medoids, inferer and clustering read) is the first
     of: ``spacing`` (the user's ``--spacing``), the spacing recorded in the masks' metadata, ``default_spacing``
@@ -119,6 +126,8 @@ def prepare_properties(
     props = compute_dataset_properties(
         files, spacing=spacing, one_hot=label_key == "label_onehot", default_spacing=default_spacing
     )
+    path = Path(output_dir) / PROPERTIES_FILE
+    _check_run_folder(output_dir, path, props, resume, overwrite)
     source = props["spacing_source"]
     logger.info(f"spacing {props['spacing']} ({SPACING_SOURCES[source]}); --spacing '[...]' overrides it")
     if source == "metadata" and default_spacing is not None and list(default_spacing) != props["spacing"]:
@@ -126,9 +135,43 @@ def prepare_properties(
             f"the masks record spacing {props['spacing']}, which differs from the bundle's default_spacing "
             f"{list(default_spacing)}; using the masks' (pass --spacing '{list(default_spacing)}' to use the default)."
         )
+    if resume and path.is_file():
+        return load_properties(str(path))
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    save_properties(props, str(Path(output_dir) / PROPERTIES_FILE), overwrite=True)
+    save_properties(props, str(path), overwrite=True)
     return props
+
+
+#: properties a trained model depends on: a resumed run must see the same
+RUN_PROPERTIES = ("spacing", "crop_size", "min_object_size", "foreground_weight")
+
+
+def _check_run_folder(output_dir: str, path: Path, props: dict, resume: bool, overwrite: bool) -> None:
+    """Refuse, before any file is written, a run that would change the properties of another run's model."""
+    from monai_embedseg.handlers.resume import latest_checkpoint
+
+    earlier = latest_checkpoint(output_dir)
+    if earlier is not None and not resume and not overwrite:
+        raise FileExistsError(
+            f"{output_dir} holds checkpoints of an earlier run (e.g. {earlier.name}): pass --resume true to continue "
+            "it, --overwrite true to start over there, or choose another --output_dir (nothing was written)."
+        )
+    if resume and path.is_file():
+        old = load_properties(str(path))
+        changed = [k for k in RUN_PROPERTIES if k in old and not _same(old[k], props[k])]
+        if changed:
+            detail = ", ".join(f"{k} {old[k]} -> {props[k]}" for k in changed)
+            raise ValueError(
+                f"cannot resume the run in {output_dir}: the data and settings now give other properties than the "
+                f"run was trained with ({detail}; {path}). Resume with the same --dataset_dir and --spacing, or "
+                "start a new run in another --output_dir."
+            )
+
+
+def _same(a, b) -> bool:
+    import numpy as np
+
+    return bool(np.allclose(np.asarray(a, float), np.asarray(b, float), rtol=1e-6))
 
 
 def read_properties(output_dir: str) -> dict:
