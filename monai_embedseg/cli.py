@@ -108,10 +108,12 @@ def segment(
     """
     from monai_embedseg.bundle.paths import trained_model_files
     from monai_embedseg.data.properties import load_properties
+    from monai_embedseg.utils.files import check_output_apart
 
     bundle_dir = Path(bundle)
     _, weights, props_file = trained_model_files(bundle, model or checkpoint, properties)
     files = _collect_images(inputs)
+    check_output_apart([*inputs, *files], output_dir)
     targets = [Path(output_dir) / f"{file_stem(f)}_labels.tif" for f in files]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:

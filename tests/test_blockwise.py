@@ -10,6 +10,7 @@ clustering also splits objects into fragments that compete for voxels (the hard 
 import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -493,3 +494,28 @@ def test_cli_segments_a_zarr_volume_block_by_block(model3d, tmp_path, capsys):
     assert "--output must end with .zarr" in capsys.readouterr().err
     assert main(args(src=tmp_path / "missing.zarr", dst=tmp_path / "o.zarr")) == 2
     assert "missing.zarr does not exist" in capsys.readouterr().err
+
+
+def test_an_output_that_is_or_holds_the_input_is_refused_even_with_overwrite(model3d, tmp_path, capsys):
+    """--output onto the input store, onto the container of the input array, or onto a link to the input: one line,
+    exit 2, and the input is still there, byte for byte."""
+    import zarr
+
+    rng = np.random.default_rng(4)
+    vol = write_ome_zarr(tmp_path / "c.zarr", rng.integers(0, 255, (8, 32, 32), dtype=np.uint8), spacing=(3, 1, 1))
+    container = tmp_path / "container.zarr"
+    zarr.open_group(str(container), mode="w").create_array("raw", data=rng.random((8, 32, 32)).astype(np.float32))
+    link = tmp_path / "link.zarr"
+    link.symlink_to(vol)
+
+    def snapshot(root):
+        return {p.relative_to(root): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+    before = {vol: snapshot(vol), container: snapshot(container)}
+    common = ["--bundle", bundle_path("synthetic_3d"), "--checkpoint", str(model3d / "model.pt")]
+    common += ["--block-size", "8", "16", "16", "--no-tta", "--overwrite"]
+    for src, dst, how in [(vol, vol, "is"), (container / "raw", container, "contains"), (vol, link, "is")]:
+        assert main(["segment", str(src), "--output", str(dst), *common]) == 2
+        err = capsys.readouterr().err
+        assert f"{how} the input" in err and "refused whatever --overwrite says" in err and err.count("\n") == 1
+    assert {vol: snapshot(vol), container: snapshot(container)} == before

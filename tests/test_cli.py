@@ -60,6 +60,11 @@ def test_segment_writes_labels_and_refuses_to_overwrite(dataset, model, tmp_path
     assert "--overwrite" in capsys.readouterr().err
     assert written[0].stat().st_mtime_ns == before
     assert main([*args, "--overwrite"]) == 0
+    # labels written into the image folder would be read as images next time: refused, whatever the flags
+    images = dataset / "test" / "images"
+    listing = sorted(p.name for p in images.iterdir())
+    assert main([*args[:5], str(images), *args[6:], "--overwrite"]) == 2
+    assert "is the input" in capsys.readouterr().err and sorted(p.name for p in images.iterdir()) == listing
 
 
 def test_segment_rejects_a_checkpoint_of_another_network(dataset, tmp_path, capsys):

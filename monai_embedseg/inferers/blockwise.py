@@ -828,8 +828,13 @@ def segment_blockwise(
         remove_zarr_store,
     )
     from monai_embedseg.utils import configure_threads
+    from monai_embedseg.utils.files import check_output_apart
 
     t_start = time.perf_counter()
+    source = image if isinstance(image, (str, os.PathLike)) else getattr(image, "path", None)
+    if source is not None and not str(source).startswith("<"):  # a file or store, not an in-memory array
+        key = getattr(image, "key", None)
+        check_output_apart([os.path.join(source, key) if key else source], output)  # before anything is removed
     output = os.path.abspath(os.fspath(output))
     volume = _open_image(image, spatial_dims)
     shape = tuple(volume.spatial_shape)

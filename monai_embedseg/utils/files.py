@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-__all__ = ["atomic_output"]
+__all__ = ["atomic_output", "check_output_apart"]
 
 
 def _umask() -> int:
@@ -55,3 +56,24 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_output_apart(inputs: Iterable[str | os.PathLike], output: str | os.PathLike) -> None:
+    """Refuse an output that is, contains or lies inside one of the inputs, whatever ``--overwrite`` says.
+
+    Paths are compared after resolving symbolic links, so a link to the input is the input. Replacing such an output
+    would delete or overwrite what the user gave us (``--output c.zarr`` for input ``c.zarr``, or ``container.zarr``
+    for input ``container.zarr/raw``).
+
+    Raises:
+        ValueError: naming the output and the input it overlaps.
+    """
+    out = Path(output).resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        if src == out or out in src.parents or src in out.parents:
+            how = "is" if src == out else ("contains" if out in src.parents else "lies inside")
+            raise ValueError(
+                f"output {output} {how} the input {item}: writing there could overwrite or delete the input, so it is "
+                "refused whatever --overwrite says; choose another --output."
+            )
