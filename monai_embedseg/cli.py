@@ -21,7 +21,10 @@ def _check_device(device: str):
     """``torch.device(device)``, or a ``ValueError`` saying so when it is CUDA and this PyTorch has none."""
     import torch
 
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device}: not a device name; use cpu, cuda or cuda:N.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: this PyTorch build has no usable CUDA device; use --device cpu.")
     return dev
@@ -158,9 +161,14 @@ def _exported_network(path: Path, device: str | None) -> dict:
     return {"network": network}
 
 
-def _root_cause(e: BaseException) -> BaseException:
-    """The innermost ``__cause__`` of ``e`` (MONAI and Ignite wrap the error that says what went wrong)."""
-    while e.__cause__ is not None:
+def _root_cause(e: BaseException, explained: tuple[type, ...] = (ValueError, FileNotFoundError, FileExistsError)):
+    """The error that says what went wrong: MONAI and Ignite wrap it (``RuntimeError: Failed to evaluate ...``).
+
+    The first error of the ``__cause__`` chain of ``e`` that is one of ``explained`` (our own one-line messages, e.g.
+    ``load_weights`` naming a file that is not a checkpoint, which itself wraps the unpickling error), else the
+    innermost one.
+    """
+    while not isinstance(e, explained) and e.__cause__ is not None:
         e = e.__cause__
     return e
 

@@ -186,6 +186,17 @@ def test_segment_one_line_errors_for_a_newcomers_mistakes(dataset, model, tmp_pa
     if not torch.cuda.is_available():
         assert main(["segment", str(dataset / "test" / "images"), *base, "--device", "cuda"]) == 2
         assert "no usable CUDA device" in capsys.readouterr().err
+    assert main(["segment", str(dataset / "test" / "images"), *base, "--device", "gpu0"]) == 2
+    err = capsys.readouterr().err
+    assert "--device gpu0: not a device name" in err and err.count("\n") == 1
+    # a file that is not a model beside a real properties file: load_weights' line, not the unpickling traceback
+    bogus = tmp_path / "bogus"
+    bogus.mkdir()
+    (bogus / "model.pt").write_text("hello")
+    (bogus / "dataset_properties.json").write_bytes((model / "dataset_properties.json").read_bytes())
+    assert main(["segment", str(dataset / "test" / "images"), *base[:4], "--checkpoint", str(bogus / "model.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be read as a PyTorch checkpoint" in err and "model.pt" in err and err.count("\n") == 1
 
 
 def test_demo_checks_its_arguments_and_a_one_epoch_demo_leaves_a_model(tmp_path, capsys):
