@@ -97,7 +97,9 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     assert type(saver).__name__ == "BestModelSaver"
     assert [tuple(x) for x in restored[0]] == [tuple(x) for x in first_best]
     assert isinstance(torch.load(out / "model.pt", weights_only=True), dict)  # a plain state dict, as before
-    assert (out / "checkpoint_epoch=3.pt").is_file()
+    # the killed run's checkpoint_epoch=1.pt is pruned: the 2 newest epoch checkpoints are kept (keep_checkpoints)
+    kept = sorted(p.name for p in out.glob("checkpoint_epoch=*.pt"))
+    assert kept == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
     # after training, the thresholds were searched on the validation split and saved beside the model
     tuned = json.loads((out / "thresholds.json").read_text())
     assert 0 < tuned["fg_thresh"] <= tuned["seed_thresh"] < 1 and tuned["min_object_size"] >= 0

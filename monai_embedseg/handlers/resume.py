@@ -6,7 +6,7 @@ import logging
 import re
 from pathlib import Path
 
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 __all__ = ["latest_checkpoint", "ResumeHandler", "TrainingCheckpointSaver", "BestModelSaver"]
@@ -91,17 +91,28 @@ class TrainingCheckpointSaver(CheckpointSaver):
 
     Saves ``checkpoint_epoch=N.pt`` every ``save_interval`` epochs, keeping the last ``n_saved``: with the model,
     optimiser and scheduler in ``save_dict`` that is everything :class:`ResumeHandler` needs to continue a killed run.
-    Other arguments as MONAI's ``CheckpointSaver``.
+    The ``n_saved`` newest epoch checkpoints in ``save_dir`` are kept across processes too: those a killed run left
+    behind are deleted once the resumed run has saved newer ones. Other arguments as MONAI's ``CheckpointSaver``.
     """
 
-    def __init__(self, save_dir: str, save_dict: dict, save_interval: int = 1, n_saved: int | None = 1, **kwargs):
+    def __init__(self, save_dir: str, save_dict: dict, save_interval: int = 1, n_saved: int | None = 2, **kwargs):
         self._save_dict = dict(save_dict)
+        self._keep = n_saved
         super().__init__(save_dir, self._save_dict, save_interval=save_interval, n_saved=n_saved, **kwargs)
 
     def attach(self, engine: Engine) -> None:
-        """Add ``engine`` to the saved objects, then attach as ``CheckpointSaver``."""
+        """Add ``engine`` to the saved objects, then attach as ``CheckpointSaver`` and prune after each save."""
         self._save_dict["trainer"] = engine
         super().attach(engine)
+        if self._keep:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._prune)
+
+    def _prune(self, engine: Engine) -> None:
+        """Delete all but the ``n_saved`` newest ``checkpoint_epoch=N.pt`` of ``save_dir``."""
+        paths = Path(self.save_dir).glob("checkpoint*epoch=*.pt")
+        found = sorted((int(m.group(1)), p) for p in paths if (m := _EPOCH.search(p.name)))
+        for _, path in found[: -self._keep]:
+            path.unlink(missing_ok=True)
 
 
 class BestModelSaver(CheckpointSaver):
