@@ -251,6 +251,7 @@ def evaluate(
 
     from monai_embedseg.data.io import read_tiff
     from monai_embedseg.handlers.ap_report import format_ap_table, write_ap_tables
+    from monai_embedseg.labels import check_instance_labels
 
     masks = {file_stem(p): p for p in Path(mask_dir).iterdir() if _is_image(p)} if Path(mask_dir).is_dir() else None
     if masks is None:
@@ -265,6 +266,11 @@ def evaluate(
     missing = sorted(set(masks) - set(preds))
     truth = [read_tiff(str(masks[n])) for n in names]
     pred = [read_tiff(str(preds[n])) for n in names]
+    for n, t, p in zip(names, truth, pred):  # checked here, where the files are known: the metric only sees arrays
+        check_instance_labels(t[None], one_hot=False, source=str(masks[n]))
+        check_instance_labels(p[None], one_hot=False, source=str(preds[n]))
+        if t.shape != p.shape:
+            raise ValueError(f"{masks[n]}: mask shape {t.shape} differs from its prediction {preds[n]} {p.shape}.")
     with tempfile.TemporaryDirectory() as tmp:
         summary = write_ap_tables(names, truth, pred, output_dir or tmp, overwrite=overwrite or not output_dir)
     print(

@@ -134,6 +134,24 @@ def test_evaluate_prints_the_ap_table_and_writes_csv(dataset, tmp_path, capsys):
     )
 
 
+def test_evaluate_names_the_file_of_fractional_or_misshapen_masks(tmp_path, capsys):
+    import tifffile
+
+    lab = np.zeros((32, 32), np.uint16)
+    lab[4:12, 4:12] = 1
+    for name, mask in {"frac": lab.astype(np.float32) + 0.5, "shape": lab[:16]}.items():
+        (tmp_path / name / "pred").mkdir(parents=True)
+        (tmp_path / name / "masks").mkdir()
+        tifffile.imwrite(tmp_path / name / "pred" / "a_labels.tif", lab)
+        tifffile.imwrite(tmp_path / name / "masks" / "a.tif", mask)
+    assert main(["evaluate", str(tmp_path / "frac" / "pred"), str(tmp_path / "frac" / "masks")]) == 2
+    err = capsys.readouterr().err
+    assert "integer-valued" in err and str(tmp_path / "frac" / "masks" / "a.tif") in err and "unknown" not in err
+    assert main(["evaluate", str(tmp_path / "shape" / "pred"), str(tmp_path / "shape" / "masks")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "shape" / "masks" / "a.tif") in err and "(16, 32)" in err and err.count("\n") == 1
+
+
 def test_properties_command_and_module_entry_point(dataset):
     result = subprocess.run(
         [sys.executable, "-m", "monai_embedseg", "properties", str(dataset)],
@@ -177,6 +195,9 @@ def test_segment_one_line_errors_for_a_newcomers_mistakes(dataset, model, tmp_pa
         str(tmp_path / "none" / "model.pt"),
     ]
     assert main(["segment", str(dataset / "test" / "images"), *untrained]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint" in err and "does not exist" in err and "ships untrained" not in err  # a mistyped path
+    assert main(["segment", str(dataset / "test" / "images"), *untrained[:4]]) == 2  # no --checkpoint at all
     err = capsys.readouterr().err
     assert "no trained model" in err and "run training" in err
     with pytest.raises(ValueError, match="does not fit bundle"):  # --debug: the traceback instead of the line

@@ -94,6 +94,8 @@ def trained_model_files(
     config = bundle_dir / "configs" / "inference.json"
     if not config.is_file():
         raise FileNotFoundError(f"{bundle} is not a bundle folder: {config} does not exist.")
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"checkpoint {weights} does not exist.")
     weights = Path(weights or bundle_dir / "models" / "model.pt")
     if not weights.is_file():
         raise FileNotFoundError(
