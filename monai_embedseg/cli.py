@@ -31,19 +31,28 @@ def _check_device(device: str):
 
 
 def _check_readable(path: Path) -> None:
-    """Open ``path`` with its own reader (tifffile / nibabel) so that a corrupt file gives one clear line."""
+    """Open ``path`` with its own reader (tifffile / nibabel) so that a corrupt file gives one clear line; a
+    floating-point image is read whole and refused if it holds NaN or infinite values (before anything is written)."""
+    import numpy as np
+
     try:
         if path.name.lower().endswith((".nii", ".nii.gz")):
             import nibabel
 
-            nibabel.load(str(path)).header  # noqa: B018 (reads the header)
+            img = nibabel.load(str(path))
+            floating = np.issubdtype(img.get_data_dtype(), np.floating)
+            data = np.asanyarray(img.dataobj) if floating else None
         else:
             import tifffile
 
             with tifffile.TiffFile(str(path)) as tif:
-                tif.series[0].shape  # noqa: B018 (reads the first page)
+                floating = np.issubdtype(tif.series[0].dtype, np.floating)
+                data = tif.series[0].asarray() if floating else None
     except Exception as e:  # each library raises its own error types for corrupt files
         raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    if data is not None and not np.isfinite(data).all():
+        bad = int(np.size(data) - np.isfinite(data).sum())
+        raise ValueError(f"{path}: the image holds {bad} NaN or infinite value(s); fix or remove it (nothing written).")
 
 
 def _collect_images(inputs: Sequence[str]) -> list[Path]:

@@ -207,6 +207,14 @@ def test_segment_one_line_errors_for_a_newcomers_mistakes(dataset, model, tmp_pa
     if not torch.cuda.is_available():
         assert main(["segment", str(dataset / "test" / "images"), *base, "--device", "cuda"]) == 2
         assert "no usable CUDA device" in capsys.readouterr().err
+    nan = tmp_path / "nan_in" / "b.tif"  # one bad image among good ones: named, and nothing written at all
+    nan.parent.mkdir()
+    for f in (dataset / "test" / "images").glob("*.tif"):
+        (nan.parent / f.name).write_bytes(f.read_bytes())
+    tifffile.imwrite(nan, np.full((40, 48), np.nan, np.float32))
+    assert main(["segment", str(nan.parent), *base[:2], "--output", str(tmp_path / "nan_out"), *base[4:]]) == 2
+    err = capsys.readouterr().err
+    assert str(nan) in err and "NaN" in err and not (tmp_path / "nan_out").exists()
     assert main(["segment", str(dataset / "test" / "images"), *base, "--device", "gpu0"]) == 2
     err = capsys.readouterr().err
     assert "--device gpu0: not a device name" in err and err.count("\n") == 1
