@@ -118,7 +118,12 @@ def _at_minutes(bundle: str, out: Path, common: dict, args: argparse.Namespace) 
         sub = out / f"at_{mark:g}min"
         sub.mkdir(exist_ok=True)
         shutil.copyfile(snap, sub / "model.pt")
-        search = _workflow(bundle, "train", _train_files(args), {**common, "output_dir": str(sub)})
+        search = _workflow(
+            bundle,
+            "train",
+            _train_files(args),
+            {**common, "output_dir": str(sub), "threshold_search#compare_final": False},
+        )
         search.parser.get_parsed_content("threshold_search").run()
         rows[mark] = _evaluate(bundle, sub, sub / "model.pt", common, args)
     return rows

@@ -124,6 +124,42 @@ def test_threshold_search_beats_the_paper_thresholds_on_validation(tmp_path):
         read_thresholds(str(tmp_path), 3)
 
 
+class _Switch(torch.nn.Module):
+    """A "network" with one weight: positive -> the stored good predictions, else predictions with no seed."""
+
+    def __init__(self, w: float):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(float(w)))
+
+
+class _SwitchInferer(_FixedInferer):
+    def __call__(self, image, network):
+        good = super().__call__(image, network)
+        return good if network.w > 0 else torch.cat([good[:, :-1], torch.full_like(good[:, -1:], -20.0)], 1)
+
+
+@pytest.mark.parametrize("final_is_better", [True, False])
+def test_threshold_search_keeps_the_better_of_the_best_and_the_last_model(final_is_better, tmp_path):
+    cases = [_val_case(s) for s in range(2)]
+    loader = [{"image": torch.full((1, 1, 64, 64), float(i)), "label": lab[None]} for i, (lab, _) in enumerate(cases)]
+    ckpt = tmp_path / "model.pt"
+    torch.save(_Switch(-1.0 if final_is_better else 1.0).state_dict(), ckpt)
+    net = _Switch(1.0 if final_is_better else -1.0)  # the weights of the last training step
+    before = ckpt.read_bytes()
+    search = ThresholdSearch(
+        net, _SwitchInferer([p for _, p in cases]), loader, str(tmp_path / "thresholds.json"), 1, 80.0, str(ckpt)
+    )
+    search.compare_final = True
+    result = search.run()
+    assert result["val_ap50_by_image"] == 1.0  # the good weights were found either way
+    assert result["model"] == (
+        "last training step" if final_is_better else "best validation AP at the paper's thresholds"
+    )
+    assert float(torch.load(ckpt, weights_only=True)["w"]) == 1.0 and float(net.w) == 1.0
+    assert (ckpt.read_bytes() == before) is not final_is_better  # replaced only when the last step won
+    assert json.loads((tmp_path / "thresholds.json").read_text())["model"] == result["model"]
+
+
 # ---------------------------------------------------------------- timing handlers
 
 
