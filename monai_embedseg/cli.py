@@ -30,6 +30,17 @@ def _check_device(device: str):
     return dev
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1 (a tile or block of 0 voxels is a typing mistake, not a request)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _check_readable(path: Path) -> None:
     """Open ``path`` with its own reader (tifffile / nibabel) so that a corrupt file gives one clear line; a
     floating-point image is read whole and refused if it holds NaN or infinite values (before anything is written)."""
@@ -381,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--properties", default=None, help="dataset_properties.json (default beside the checkpoint)")
     p.add_argument("--no-tta", dest="tta", action="store_false", help="disable test-time augmentation")
-    p.add_argument("--tile", type=int, nargs="+", default=None, help="sliding-window tile size per axis")
+    p.add_argument("--tile", type=_positive, nargs="+", default=None, help="sliding-window tile size per axis")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", default=None)
     p.add_argument("--channel-dim", type=int, default=None, help="channel axis of multi-channel images on disk")
@@ -396,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="seed 0.9 / foreground 0.5 instead of the thresholds tuned on the validation split",
     )
-    p.add_argument("--block-size", type=int, nargs="+", default=None, help="block-wise (output *.zarr): core size")
+    p.add_argument("--block-size", type=_positive, nargs="+", default=None, help="block-wise (*.zarr output): core")
     p.add_argument("--memory-limit", default=None, help="block-wise: memory for the blocks, e.g. 4GB")
     p.add_argument("--scheduler", default=None, help="block-wise: dask.distributed scheduler address")
 

@@ -215,6 +215,9 @@ def test_segment_one_line_errors_for_a_newcomers_mistakes(dataset, model, tmp_pa
     assert main(["segment", str(nan.parent), *base[:2], "--output", str(tmp_path / "nan_out"), *base[4:]]) == 2
     err = capsys.readouterr().err
     assert str(nan) in err and "NaN" in err and not (tmp_path / "nan_out").exists()
+    with pytest.raises(SystemExit) as info:  # argparse: usage line and exit 2
+        main(["segment", str(dataset / "test" / "images"), *base, "--tile", "0", "0"])
+    assert info.value.code == 2 and "must be at least 1, got 0" in capsys.readouterr().err
     assert main(["segment", str(dataset / "test" / "images"), *base, "--device", "gpu0"]) == 2
     err = capsys.readouterr().err
     assert "--device gpu0: not a device name" in err and err.count("\n") == 1
