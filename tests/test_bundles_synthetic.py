@@ -98,6 +98,10 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     assert [tuple(x) for x in restored[0]] == [tuple(x) for x in first_best]
     assert isinstance(torch.load(out / "model.pt", weights_only=True), dict)  # a plain state dict, as before
     # the killed run's checkpoint_epoch=1.pt is pruned: the 2 newest epoch checkpoints are kept (keep_checkpoints)
+    with open(out / "time_to_accuracy.csv") as f:  # the resumed run's clock continues from the killed run's
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert float(rows[0]["seconds"]) < float(rows[1]["seconds"]) < float(rows[2]["seconds"])
     kept = sorted(p.name for p in out.glob("checkpoint_epoch=*.pt"))
     assert kept == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
     # after training, the thresholds were searched on the validation split and saved beside the model

@@ -53,6 +53,7 @@ class TimeToAccuracyHandler:
         self._writer = summary_writer
         self._t0: float | None = None
         self._offset = 0.0
+        self._clock_checked = True
         self._taken: set[float] = set()
         self.trainer: Engine | None = None
 
@@ -60,6 +61,7 @@ class TimeToAccuracyHandler:
         """Start the clock when ``engine`` (the trainer) starts; log after each validation run."""
         self.trainer = engine
         engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_STARTED, self._resumed_clock)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._snapshots)
         engine.add_event_handler(Events.COMPLETED, self._snapshots, True)
         self.validator.add_event_handler(Events.COMPLETED, self._log)
@@ -70,9 +72,17 @@ class TimeToAccuracyHandler:
 
     def _start(self, engine: Engine) -> None:
         self._t0 = time.perf_counter()
+        self._clock_checked = False
         self.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def _resumed_clock(self, engine: Engine) -> None:
+        """At the first iteration (the trainer state is restored by then, whatever the handlers' order): a resumed
+        run continues the clock from the CSV's last row."""
+        if self._clock_checked:
+            return
+        self._clock_checked = True
         path = self.output_dir / self.CSV
-        if engine.state.iteration > 0 and path.is_file():  # resumed: continue the clock from the last row
+        if engine.state.iteration > 1 and path.is_file():
             with open(path) as f:
                 rows = list(csv.DictReader(f))
             self._offset = float(rows[-1]["seconds"]) if rows else 0.0
