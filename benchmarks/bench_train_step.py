@@ -3,8 +3,8 @@
 One step = data, forward, ``SpatialEmbeddingLoss``, backward and an Adam step, split into data / forward / loss /
 backward+step. Cases: 2D batch 16 x 80 x 80 (DSB-like crops); 3D batch 2 x 32 x 128 x 128 (the paper schedule's
 crops, ``train.json``); the 3D fast profile's crops (``train_fast.json``: a crop within 2^18 voxels, crops per step
-for about 2^20 voxels) on thin anisotropic volumes (6 x 5 x 144 x 144, cho3d-like) and on small near-isotropic tiles
-(4 x 60 x 64 x 64). Batches are cut from the synthetic generators with their exact medoid centers, so the loss sees
+for about 2^19 voxels) on thin anisotropic volumes (3 x 5 x 144 x 144, cho3d-like) and on small near-isotropic tiles
+(2 x 60 x 64 x 64). Batches are cut from the synthetic generators with their exact medoid centers, so the loss sees
 real objects. Variants are timed interleaved (each repeat runs every variant once) so that all see the same machine
 load; the figure is the median over repeats.
 
@@ -43,8 +43,8 @@ from monai_embedseg.transforms import GenerateCenterImaged, RandObjectCropd
 CASES = {
     "2d": (2, 16, (80, 80), (256, 256), {}),
     "3d": (3, 2, (32, 128, 128), (32, 256, 256), {}),
-    "3d-thin": (3, 6, (5, 144, 144), (5, 443, 512), {"z_anisotropy": 5, "radius": (30, 40), "n_objects": (8, 11)}),
-    "3d-tiles": (3, 4, (60, 64, 64), (60, 128, 128), {"z_anisotropy": 1, "radius": (16, 22), "n_objects": (5, 7)}),
+    "3d-thin": (3, 3, (5, 144, 144), (5, 443, 512), {"z_anisotropy": 5, "radius": (30, 40), "n_objects": (8, 11)}),
+    "3d-tiles": (3, 2, (60, 64, 64), (60, 128, 128), {"z_anisotropy": 1, "radius": (16, 22), "n_objects": (5, 7)}),
 }
 VARIANTS = {"fp32": ("float32", False), "channels_last": ("float32", True), "channels_last+bf16": ("bfloat16", True)}
 
@@ -55,8 +55,9 @@ def volumes(spatial_dims: int, shape: tuple[int, ...], kwargs: dict, n: int = 2)
     for i in range(n):
         if spatial_dims == 2:
             img, lab = synthetic_nuclei_2d(shape=shape, n_objects=(12, 30), radius=(6, 14), seed=i)
-        else:
-            img, lab = synthetic_cells_3d(shape=shape, seed=i, **kwargs)
+        else:  # the generator needs 8 slices: thinner volumes are cut from 8-slice ones
+            img, lab = synthetic_cells_3d(shape=(max(shape[0], 8), *shape[1:]), seed=i, **kwargs)
+            img, lab = img[: shape[0]], lab[: shape[0]]
         out.append({"image": img[None].astype(np.float32), "label": lab[None].astype(np.int64)})
     return out
 
@@ -179,22 +180,32 @@ def main() -> None:
                     continue
                 steps[(name, n)] = make_step(d, precision, cl, device, batch)
 
-            def timed(key, steps=steps):
+            diverged: dict = {}  # variant -> the step at which its prediction became NaN / inf
+
+            def timed(key, k, steps=steps, diverged=diverged):
                 torch.set_num_threads(key[1])
-                return steps[key]()
+                try:
+                    return steps[key]()
+                except ValueError:  # the loss refuses a non-finite prediction: training diverged
+                    diverged[key] = k
+                    return None
 
             times = {key: [] for key in steps}
-            for _ in range(2):
+            for k in range(2 + args.repeats):  # 2 warm-ups, then timed; interleaved: every variant sees the same load
                 for key in steps:
-                    timed(key)
-            for _ in range(args.repeats):
-                for key in steps:  # interleaved: every variant sees the same machine load
-                    times[key].append(timed(key))
+                    if key not in diverged and (t := timed(key, k + 1)) is not None and k >= 2:
+                        times[key].append(t)
             base = None
             for key in variants:
                 label = f"{b} x {' x '.join(map(str, shape))}"
                 if key not in times:
                     print(f"| {device.type} | {label} | {key[0]} | {key[1]} | n/a (no native bf16) | | | | | | |")
+                    continue
+                if key in diverged:
+                    print(
+                        f"| {device.type} | {label} | {key[0]} | {key[1]} | diverged: NaN / inf prediction at step "
+                        f"{diverged[key]} of the same batch | | | | | | |"
+                    )
                     continue
                 parts = [statistics.median(t[i] for t in times[key]) for i in range(3)]
                 total = statistics.median(sum(t) for t in times[key]) + data["pool"]
