@@ -155,7 +155,7 @@ def test_threshold_search_keeps_the_better_of_the_best_and_the_last_model(final_
     assert result["model"] == (
         "last training step" if final_is_better else "best validation AP at the paper's thresholds"
     )
-    assert float(torch.load(ckpt, weights_only=True)["w"]) == 1.0 and float(net.w) == 1.0
+    assert float(torch.load(ckpt, weights_only=True)["w"]) == 1.0 and float(net.w.detach()) == 1.0
     assert (ckpt.read_bytes() == before) is not final_is_better  # replaced only when the last step won
     assert json.loads((tmp_path / "thresholds.json").read_text())["model"] == result["model"]
 
