@@ -134,6 +134,21 @@ def test_evaluate_prints_the_ap_table_and_writes_csv(dataset, tmp_path, capsys):
     )
 
 
+def test_a_bundle_not_shipped_with_the_package_gets_a_trust_notice_once(dataset, model, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "my_bundle"
+    shutil.copytree(bundle_path("synthetic_2d"), copy, ignore=shutil.ignore_patterns("models", "data"))
+    args = ["--output", str(tmp_path / "o"), "--checkpoint", str(model / "model.pt"), "--no-tta", "--overwrite"]
+    images = str(dataset / "test" / "images")
+    assert main(["segment", images, "--bundle", bundle_path("synthetic_2d"), *args]) == 0
+    assert "run as Python code" not in capsys.readouterr().err  # a shipped bundle: ours
+    assert main(["segment", images, "--bundle", str(copy), *args]) == 0
+    assert main(["segment", images, "--bundle", str(copy), *args]) == 0
+    err = capsys.readouterr().err
+    assert err.count("run as Python code") == 1 and str(copy) in err
+
+
 def test_evaluate_names_the_file_of_fractional_or_misshapen_masks(tmp_path, capsys):
     import tifffile
 

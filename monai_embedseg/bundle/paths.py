@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from monai.bundle import ConfigWorkflow
 
-__all__ = ["BUNDLES_DIR", "bundle_root", "bundle_path", "bundle_workflow", "trained_model_files"]
+__all__ = ["BUNDLES_DIR", "bundle_root", "bundle_path", "bundle_workflow", "trained_model_files", "trust_notice"]
 
 #: the repository's ``bundles/`` folder (``./bundles`` when the package is installed without the repository)
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
@@ -94,6 +95,7 @@ def trained_model_files(
     config = bundle_dir / "configs" / "inference.json"
     if not config.is_file():
         raise FileNotFoundError(f"{bundle} is not a bundle folder: {config} does not exist.")
+    trust_notice(bundle_dir)
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"checkpoint {weights} does not exist.")
     weights = Path(weights or bundle_dir / "models" / "model.pt")
@@ -109,3 +111,29 @@ def trained_model_files(
             f"{props} not found: training writes it beside model.pt; pass --properties FILE if you moved it."
         )
     return config, weights, props
+
+
+_NOTICED: set[str] = set()
+
+
+def trust_notice(bundle_dir: str | os.PathLike) -> bool:
+    """Say once per process and bundle that a bundle not shipped with the package is run as code.
+
+    A bundle's configs hold ``_target_`` callables and ``$`` Python expressions, which MONAI's config parser runs
+    (``python -m monai.bundle run`` prints its own notice). The shipped bundles are ours; a copy or a downloaded
+    bundle gets this one-line warning before anything of it runs.
+
+    Returns:
+        whether the notice was given now.
+    """
+    where = Path(bundle_dir).resolve()
+    if where == BUNDLES_DIR or BUNDLES_DIR in where.parents or str(where) in _NOTICED:
+        return False
+    _NOTICED.add(str(where))
+    # stderr, not logging: a bundle's logging.conf (loaded by an earlier run in the process) disables other loggers
+    print(
+        f"notice: bundle {bundle_dir} is not one shipped with monai_embedseg: its configs run as Python code "
+        "(_target_ callables, $ expressions); use only bundles you trust.",
+        file=sys.stderr,
+    )
+    return True
