@@ -284,6 +284,11 @@ def test_refuses_to_overwrite_without_overwrite(scene3d, tmp_path):
     assert (other / "notes.txt").read_text() == "keep me"
     with pytest.raises(FileExistsError, match="exists"):
         create_ome_zarr(out, (4, 4), np.uint8)
+    link = tmp_path / "link.zarr"  # --overwrite onto a link to a store: one clear error, the store kept
+    link.symlink_to(out)
+    with pytest.raises(FileExistsError, match="symbolic link"):
+        segment_blockwise(image, link, pred, HALO, **kw, overwrite=True)
+    np.testing.assert_array_equal(read_labels(out), before)
 
 
 # ------------------------------------------------------------------------------------------------------- Zarr I/O

@@ -53,9 +53,15 @@ def remove_zarr_store(path: PathLike) -> None:
     """Delete the Zarr store at ``path`` (a folder with Zarr metadata); refuse to delete anything else.
 
     Raises:
-        FileExistsError: ``path`` exists but is not a Zarr store (a file, or a folder without Zarr metadata).
+        FileExistsError: ``path`` exists but is not a Zarr store (a file, or a folder without Zarr metadata), or is
+            a symbolic link (replacing a link's target is not what ``--overwrite`` on the link's name says).
     """
     path = os.fspath(path)
+    if os.path.islink(path.rstrip("/")):
+        raise FileExistsError(
+            f"{path} is a symbolic link (to {os.path.realpath(path)}); refusing to replace what it points to: give "
+            "the store's real path, or another output."
+        )
     if not os.path.exists(path):
         return
     if not is_zarr_store(path):
