@@ -47,6 +47,9 @@ def test_the_schedule_is_counted_in_steps_not_in_volumes(n_train, tmp_path):
     assert crop[0] <= SHAPE[0] and crop[1] == crop[2] <= SHAPE[1]  # never larger than the volumes
     assert parser.get_parsed_content("properties")["crop_size"][0] > SHAPE[0]  # the paper's rule asked for more
     assert loader.dataset.pool_size >= 4 * n_train  # crops per volume follow the data
+    handlers = parser.get_parsed_content("train#handlers")
+    assert any(type(h).__name__ == "BoundedValidationHandler" for h in handlers)  # validation bounded in time
+    assert not any(type(h).__name__ == "ValidationHandler" for h in handlers)
 
 
 def test_a_one_volume_dataset_trains_and_leaves_a_model(tmp_path):

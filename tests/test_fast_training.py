@@ -124,6 +124,35 @@ def test_threshold_search_beats_the_paper_thresholds_on_validation(tmp_path):
         read_thresholds(str(tmp_path), 3)
 
 
+def test_bounded_validation_keeps_validation_under_its_share_of_training():
+    import time
+
+    from monai_embedseg.handlers import BoundedValidationHandler
+
+    runs = []
+
+    class Validator:  # a MONAI evaluator's run(global_epoch), 50 ms each
+        def run(self, epoch):
+            runs.append(epoch)
+            time.sleep(0.05)
+
+    validator = Validator()
+    trainer = Engine(lambda e, b: time.sleep(0.01))  # 10 ms per epoch
+    handler = BoundedValidationHandler(validator, interval=1, max_fraction=0.5)
+    handler.attach(trainer)
+    trainer.run([0], max_epochs=12)
+    assert runs and handler.skipped  # the first ran, then runs were skipped while 50 ms > 0.5 x 10 ms per epoch
+    assert len(runs) + len(handler.skipped) == 12
+    assert runs[0] == 1 and runs[-1] == 12 and handler.skipped[-1] < 12  # the last epoch is always validated
+    roomy = BoundedValidationHandler(validator, interval=2, max_fraction=100.0)  # 50 ms < 100 x 20 ms of training
+    trainer = Engine(lambda e, b: time.sleep(0.01))
+    roomy.attach(trainer)
+    trainer.run([0], max_epochs=6)
+    assert roomy.skipped == []  # a cheap validation is never skipped
+    with pytest.raises(ValueError, match="max_fraction"):
+        BoundedValidationHandler(validator, max_fraction=0)
+
+
 class _Switch(torch.nn.Module):
     """A "network" with one weight: positive -> the stored good predictions, else predictions with no seed."""
 

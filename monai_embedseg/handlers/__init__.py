@@ -1,6 +1,7 @@
 """Ignite handlers: loss-term logging, TensorBoard instance panels, resuming."""
 
 from .ap_report import APReportHandler, format_ap_table, write_ap_tables
+from .bounded_validation import BoundedValidationHandler
 from .final_validation import FinalValidationHandler
 from .instance_panels import InstancePanelsHandler, instance_colors, middle_slice
 from .loss_terms import LossTermsHandler
