@@ -148,14 +148,9 @@ RUN_PROPERTIES = ("spacing", "crop_size", "min_object_size", "foreground_weight"
 
 def _check_run_folder(output_dir: str, path: Path, props: dict, resume: bool, overwrite: bool) -> None:
     """Refuse, before any file is written, a run that would change the properties of another run's model."""
-    from monai_embedseg.handlers.resume import latest_checkpoint
+    from monai_embedseg.handlers.resume import refuse_earlier_run
 
-    earlier = latest_checkpoint(output_dir)
-    if earlier is not None and not resume and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} holds checkpoints of an earlier run (e.g. {earlier.name}): pass --resume true to continue "
-            "it, --overwrite true to start over there, or choose another --output_dir (nothing was written)."
-        )
+    refuse_earlier_run(output_dir, resume, overwrite)  # the same check ResumeHandler makes later, made first
     if resume and path.is_file():
         old = load_properties(str(path))
         changed = [k for k in RUN_PROPERTIES if k in old and not _same(old[k], props[k])]

@@ -9,19 +9,48 @@ from pathlib import Path
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-__all__ = ["latest_checkpoint", "ResumeHandler", "TrainingCheckpointSaver", "BestModelSaver"]
+__all__ = [
+    "epoch_checkpoints",
+    "latest_checkpoint",
+    "refuse_earlier_run",
+    "ResumeHandler",
+    "TrainingCheckpointSaver",
+    "BestModelSaver",
+]
 
 _EPOCH = re.compile(r"epoch=(\d+)")
 
 
-def latest_checkpoint(save_dir: str | Path, prefix: str = "checkpoint") -> Path | None:
-    """The newest ``<prefix>_epoch=N.pt`` in ``save_dir`` (largest N), or ``None`` when there is none."""
+def epoch_checkpoints(save_dir: str | Path, prefix: str = "checkpoint") -> list[Path]:
+    """The ``<prefix>_epoch=N.pt`` files in ``save_dir``, oldest (smallest N) first."""
     found = []
     for path in Path(save_dir).glob(f"{prefix}*epoch=*.pt"):
         match = _EPOCH.search(path.name)
         if match:
             found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(save_dir: str | Path, prefix: str = "checkpoint") -> Path | None:
+    """The newest ``<prefix>_epoch=N.pt`` in ``save_dir`` (largest N), or ``None`` when there is none."""
+    found = epoch_checkpoints(save_dir, prefix)
+    return found[-1] if found else None
+
+
+def refuse_earlier_run(save_dir: str | Path, resume: bool, overwrite: bool, prefix: str = "checkpoint") -> Path | None:
+    """The newest epoch checkpoint in ``save_dir``; a fresh run (neither ``resume`` nor ``overwrite``) is refused there.
+
+    Raises:
+        FileExistsError: ``save_dir`` holds another run's epoch checkpoints and the run would start over them; the
+            message names one and the ways out.
+    """
+    path = latest_checkpoint(save_dir, prefix)
+    if path is not None and not resume and not overwrite:
+        raise FileExistsError(
+            f"{save_dir} holds checkpoints of an earlier run (e.g. {path.name}): pass --resume true to continue it, "
+            "--overwrite true to start over there, or choose another --output_dir."
+        )
+    return path
 
 
 class ResumeHandler:
@@ -67,14 +96,9 @@ class ResumeHandler:
         Raises:
             FileExistsError: a fresh run (not enabled, not ``overwrite``) in a folder with another run's checkpoints.
         """
-        path = latest_checkpoint(self.save_dir, self.prefix)
+        path = refuse_earlier_run(self.save_dir, self.enabled, self.overwrite, self.prefix)
         if not self.enabled:
-            if path is not None and not self.overwrite:
-                raise FileExistsError(
-                    f"{self.save_dir} holds checkpoints of an earlier run (e.g. {path.name}): pass --resume true to "
-                    "continue it, --overwrite true to start over there, or choose another --output_dir."
-                )
-            for old in Path(self.save_dir).glob(f"{self.prefix}*epoch=*.pt") if path is not None else ():
+            for old in epoch_checkpoints(self.save_dir, self.prefix):
                 old.unlink()
                 self.logger.info(f"overwrite: deleted {old} of an earlier run")
             return
@@ -109,9 +133,7 @@ class TrainingCheckpointSaver(CheckpointSaver):
 
     def _prune(self, engine: Engine) -> None:
         """Delete all but the ``n_saved`` newest ``checkpoint_epoch=N.pt`` of ``save_dir``."""
-        paths = Path(self.save_dir).glob("checkpoint*epoch=*.pt")
-        found = sorted((int(m.group(1)), p) for p in paths if (m := _EPOCH.search(p.name)))
-        for _, path in found[: -self._keep]:
+        for path in epoch_checkpoints(self.save_dir)[: -self._keep]:
             path.unlink(missing_ok=True)
 
 
