@@ -135,12 +135,10 @@ def segment_large(
         halo_from_properties,
         segment_blockwise,
     )
-    from monai_embedseg.utils.files import check_output_apart
 
     config_file, ckpt, props_file = trained_model_files(bundle, checkpoint, properties)
     if not str(output).rstrip("/").lower().endswith(".zarr"):
         raise ValueError(f"the output of block-wise segmentation is a Zarr store: {output} must end with .zarr.")
-    check_output_apart([image], output)
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(bundle)

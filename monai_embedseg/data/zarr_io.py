@@ -121,6 +121,11 @@ class LazyVolume:
         self._tif: Any = None
 
     @property
+    def location(self) -> str:
+        """Where the array is stored: the file or store path, with the array's key inside the store if any."""
+        return os.path.join(self.path, self.key) if self.key else self.path
+
+    @property
     def spatial_axes(self) -> list[int]:
         """Positions of the spatial axes in the stored array."""
         return [i for i, a in enumerate(self.axes) if a in "zyx"]
@@ -143,7 +148,7 @@ class LazyVolume:
             if self.kind == "zarr":
                 import zarr
 
-                self._array = zarr.open_array(os.path.join(self.path, self.key) if self.key else self.path, mode="r")
+                self._array = zarr.open_array(self.location, mode="r")
             else:
                 import tifffile
 
@@ -180,9 +185,9 @@ class LazyVolume:
         return block
 
     def __repr__(self) -> str:
-        where = f"{self.path}/{self.key}" if self.key else self.path
         return (
-            f"LazyVolume({where!r}, axes={self.axes!r}, shape={self.shape}, dtype={self.dtype}, spacing={self.spacing})"
+            f"LazyVolume({self.location!r}, axes={self.axes!r}, shape={self.shape}, dtype={self.dtype}, "
+            f"spacing={self.spacing})"
         )
 
 

@@ -831,10 +831,10 @@ def segment_blockwise(
     from monai_embedseg.utils.files import check_output_apart
 
     t_start = time.perf_counter()
-    source = image if isinstance(image, (str, os.PathLike)) else getattr(image, "path", None)
-    if source is not None and not str(source).startswith("<"):  # a file or store, not an in-memory array
-        key = getattr(image, "key", None)
-        check_output_apart([os.path.join(source, key) if key else source], output)  # before anything is removed
+    if isinstance(image, (str, os.PathLike)):
+        check_output_apart([image], output)  # before anything is removed
+    elif hasattr(image, "location"):  # a LazyVolume: its store, and the array inside it
+        check_output_apart([image.path, image.location], output)
     output = os.path.abspath(os.fspath(output))
     volume = _open_image(image, spatial_dims)
     shape = tuple(volume.spatial_shape)
