@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from monai_embedseg.data.properties import CROP_MULTIPLE
+
 __all__ = ["fit_crop_size", "batch_for_budget", "OBJECT_N_STD"]
 
 logger = logging.getLogger(__name__)
@@ -33,9 +35,8 @@ def _round_up(values: np.ndarray, multiple: int) -> np.ndarray:
 def fit_crop_size(
     properties: Mapping,
     max_voxels: int | None = None,
-    multiple: int = 8,
+    multiple: int = CROP_MULTIPLE,
     square_in_plane: bool = True,
-    crop_size: Sequence[int] | None = None,
 ) -> list[int]:
     """A training crop size ``[Z,] Y, X`` that fits the training volumes and, optionally, a voxel budget.
 
@@ -48,7 +49,6 @@ def fit_crop_size(
         multiple: axes are rounded up to a multiple of this (the network's downsampling), then clipped to the
             smallest volume, so an axis shorter than the volume is a multiple and a clipped axis is the volume's size.
         square_in_plane: make the last two axes equal (90-degree rotations in the y-x plane keep the crop shape).
-        crop_size: start from this crop instead of ``properties["crop_size"]`` (e.g. a bundle's published one).
 
     Returns:
         the crop size, one int per spatial axis. A warning is logged when typical objects (``mean + 2 std``) are
@@ -58,14 +58,13 @@ def fit_crop_size(
     Raises:
         ValueError: properties without the needed keys, or lengths that do not match.
     """
-    missing = [k for k in ("object_extent_mean", "object_extent_std", "image_shape_min") if k not in properties]
-    if crop_size is None and "crop_size" not in properties:
-        missing.append("crop_size")
+    needed = ("crop_size", "object_extent_mean", "object_extent_std", "image_shape_min")
+    missing = [k for k in needed if k not in properties]
     if missing:
         raise ValueError(
             f"dataset properties lack {missing}; recompute them (python -m monai_embedseg.data.properties)."
         )
-    start = np.asarray(crop_size if crop_size is not None else properties["crop_size"], np.float64)
+    start = np.asarray(properties["crop_size"], np.float64)
     mean = np.asarray(properties["object_extent_mean"], np.float64)
     std = np.asarray(properties["object_extent_std"], np.float64)
     limit = np.asarray(properties["image_shape_min"], np.float64)
@@ -114,7 +113,8 @@ def fit_crop_size(
 def batch_for_budget(crop_size: Sequence[int], voxels_per_step: int, minimum: int = 2, maximum: int = 16) -> int:
     """Crops per step so that a step holds about ``voxels_per_step`` voxels (within ``[minimum, maximum]``).
 
-    The network pads every axis to a multiple of 8, so the padded crop is what counts.
+    The network pads every axis to a multiple of its downsampling (``CROP_MULTIPLE``), so the padded crop is what
+    counts.
     """
-    padded = math.prod(int(math.ceil(c / 8) * 8) for c in crop_size)
+    padded = math.prod(int(math.ceil(c / CROP_MULTIPLE) * CROP_MULTIPLE) for c in crop_size)
     return int(min(max(voxels_per_step // max(padded, 1), minimum), maximum))

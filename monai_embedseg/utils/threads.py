@@ -35,7 +35,8 @@ def busy_cpus(interval: float = 0.3) -> int:
 
     Measured, not the 1-minute load average: that average still counts a job that ended a minute ago, so a
     training started right after another would run on one thread for hours. This process's own use over the same
-    interval (e.g. its DataLoader workers or threads still spinning after a step) is not counted.
+    interval (e.g. its threads still spinning after a step) is not counted; child processes such as DataLoader workers
+    are counted as other programs, and ``configure_threads`` reserves cores for them separately.
     """
     try:
         me = psutil.Process()
