@@ -8,7 +8,7 @@ difference of the raw predictions, and the time.
 
 Usage::
 
-    python benchmarks/bench_precision_ap.py --bundle dsb2018 --dataset_dir ../shared/data/dsb2018 --output_dir OUT
+    python benchmarks/bench_precision_ap.py --bundle dsb2018 --dataset_dir DATA/dsb2018 --output_dir OUT
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 Each bundle runs through MONAI's ``ConfigWorkflow`` exactly as ``python -m monai.bundle run training`` and
 ``run evaluating`` would, with only the schedule overridden from the command line (epochs, crops per epoch,
 gradient accumulation, learning rate). Data: any folder holding ``<set>/train`` and ``<set>/test`` in the EmbedSeg
-release layout (default: the project's shared copy, ``../shared/data`` beside the repository).
+release layout (``--data-root``; default ``../shared/data`` beside the repository).
 
 Per set it reports the wall time of training and of evaluation (test split, 8-fold TTA unless ``--no-tta``), the
 peak GPU memory (``torch.cuda.max_memory_allocated``, training and evaluation; ``-`` on CPU), and AP_dsb at IoU
