@@ -189,6 +189,26 @@ def test_threshold_search_keeps_the_better_of_the_best_and_the_last_model(final_
     assert json.loads((tmp_path / "thresholds.json").read_text())["model"] == result["model"]
 
 
+def test_threshold_search_searches_once_when_the_best_model_is_the_last_step(tmp_path):
+    cases = [_val_case(s) for s in range(2)]
+    loader = [{"image": torch.full((1, 1, 64, 64), float(i)), "label": lab[None]} for i, (lab, _) in enumerate(cases)]
+    ckpt = tmp_path / "model.pt"
+    torch.save(_Switch(1.0).state_dict(), ckpt)
+    before = ckpt.read_bytes()
+    inferer = _SwitchInferer([p for _, p in cases])
+    calls = []
+
+    def counted(x, n):
+        calls.append(1)
+        return inferer(x, n)
+
+    search = ThresholdSearch(_Switch(1.0), counted, loader, str(tmp_path / "t.json"), 1, 80.0, str(ckpt))
+    search.compare_final = True
+    result = search.run()
+    assert result["model"] == "last training step" and result["val_ap50_by_image"] == 1.0
+    assert len(calls) == len(loader) and ckpt.read_bytes() == before  # one prediction pass, the file untouched
+
+
 # ---------------------------------------------------------------- timing handlers
 
 

@@ -54,6 +54,11 @@ def read_thresholds(output_dir: str, min_object_size: int, use_tuned: bool = Tru
     return {**PAPER_THRESHOLDS, "min_object_size": int(min_object_size), "source": "paper"}
 
 
+def _copy_state(module: torch.nn.Module) -> dict:
+    """A detached copy of ``module``'s state dict (parameters and buffers)."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 class ThresholdSearch:
     """Predict the validation images once, then search seed / foreground thresholds and the minimum object size.
 
@@ -150,26 +155,34 @@ class ThresholdSearch:
     def run(self) -> dict:
         """Search, write ``output_file`` and return the chosen setting with its validation AP."""
         have_checkpoint = self.checkpoint is not None and Path(self.checkpoint).is_file()
-        final = None
+        final_state = None
         if self.compare_final and have_checkpoint:
-            final_state = {k: v.detach().clone() for k, v in self.load_into.state_dict().items()}
-            final = self._search()
-            final["model"] = "last training step"
+            final_state = _copy_state(self.load_into)
         if have_checkpoint:
             load_weights(self.load_into, self.checkpoint, map_location=self.device)
         result = self._search()
-        if final is not None:
-            result["model"] = "best validation AP at the paper's thresholds"
         key = f"val_ap{int(self.iou * 100)}_by_image"
-        if final is not None and final[key] >= result[key]:
-            logger.info(
-                f"the last training step scores {final[key]:.3f} on the validation split with its tuned thresholds, "
-                f"the best model of training {result[key]:.3f}: {self.checkpoint} is now the last step"
-            )
-            self.load_into.load_state_dict(final_state)
-            with atomic_output(str(self.checkpoint), overwrite=True) as tmp:
-                torch.save(final_state, tmp)
-            result = final
+        if final_state is not None:
+            best_state = self.load_into.state_dict()
+            if all(torch.equal(v, best_state[k]) for k, v in final_state.items()):  # one model: searched once
+                result["model"] = "last training step"
+            else:
+                result["model"] = "best validation AP at the paper's thresholds"
+                best_state = _copy_state(self.load_into)
+                self.load_into.load_state_dict(final_state)
+                final = self._search()
+                final["model"] = "last training step"
+                if final[key] >= result[key]:
+                    logger.info(
+                        f"the last training step scores {final[key]:.3f} on the validation split with its tuned "
+                        f"thresholds, the best model of training {result[key]:.3f}: {self.checkpoint} is now the last "
+                        "step"
+                    )
+                    with atomic_output(str(self.checkpoint), overwrite=True) as tmp:
+                        torch.save(final_state, tmp)
+                    result = final
+                else:
+                    self.load_into.load_state_dict(best_state)
         with atomic_output(self.output_file, overwrite=True) as tmp:
             with open(tmp, "w") as f:
                 json.dump(result, f, indent=2)
