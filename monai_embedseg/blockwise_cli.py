@@ -38,9 +38,16 @@ def wants_blockwise(args: argparse.Namespace) -> bool:
         )
     if len(args.inputs) != 1:
         raise ValueError(f"block-wise segmentation ({why}) takes one input volume, got {len(args.inputs)}.")
-    for flag, name in (("--model", "model"), ("--channel-dim", "channel_dim")):
-        if getattr(args, name, None) is not None:
-            raise ValueError(f"{flag} is not supported by block-wise segmentation ({why}).")
+    from monai_embedseg.pretrained.registry import MODELS
+
+    model = getattr(args, "model", None)
+    if model is not None and model not in MODELS and not str(model).lower().endswith(".zip"):
+        raise ValueError(
+            f"--model {model}: an exported TorchScript / ONNX network is not supported by block-wise segmentation "
+            f"({why}); pass its --checkpoint, a pretrained model name or a bioimage.io package."
+        )
+    if getattr(args, "channel_dim", None) is not None:
+        raise ValueError(f"--channel-dim is not supported by block-wise segmentation ({why}).")
     return True
 
 
@@ -62,6 +69,7 @@ def run_from_args(args: argparse.Namespace) -> dict:
         args.bundle,
         args.output,
         checkpoint=args.checkpoint,
+        model=args.model,
         properties=args.properties,
         tta=args.tta,
         roi_size=args.tile,
@@ -84,9 +92,10 @@ def run_from_args(args: argparse.Namespace) -> dict:
 
 def segment_large(
     image: str,
-    bundle: str,
+    bundle: str | None,
     output: str,
     checkpoint: str | None = None,
+    model: str | None = None,
     properties: str | None = None,
     tta: bool = True,
     roi_size: Sequence[int] | None = None,
@@ -109,8 +118,8 @@ def segment_large(
             ``(C, *spatial)``.
         bundle: bundle folder (``configs/inference.json``: network, spacing, precision).
         output: ``*.zarr`` store to write (labels uint32 at ``"0"``, spacing in the OME metadata).
-        checkpoint, properties, tta, device, precision, paper_thresholds, spacing: as for
-            :func:`monai_embedseg.cli.segment`.
+        checkpoint, model, properties, tta, device, precision, paper_thresholds, spacing: as for
+            :func:`monai_embedseg.cli.segment` (``model``: a pretrained model name or a bioimage.io package).
         roi_size: sliding-window size inside a block (default: each block in one network call).
         block_size: core size per axis (default: the largest that fits ``memory_limit``).
         memory_limit: e.g. ``"4GB"`` (default: half of the available memory here / 60 % of a worker's limit).
@@ -136,7 +145,7 @@ def segment_large(
         segment_blockwise,
     )
 
-    config_file, ckpt, props_file = trained_model_files(bundle, checkpoint, properties)
+    bundle, config_file, ckpt, props_file, _ = trained_model_files(bundle, checkpoint, properties, model)
     if not str(output).rstrip("/").lower().endswith(".zarr"):
         raise ValueError(f"the output of block-wise segmentation is a Zarr store: {output} must end with .zarr.")
     parser = ConfigParser()

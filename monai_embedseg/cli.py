@@ -1,16 +1,19 @@
-"""Command line: ``monai-embedseg {demo,segment,evaluate,properties}`` (also ``python -m monai_embedseg``)."""
+"""Command line: ``monai-embedseg {demo,segment,evaluate,export,properties}`` (also ``python -m monai_embedseg``)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from monai_embedseg.data.datalist import IMAGE_SUFFIXES, file_stem
 
-__all__ = ["main", "segment", "evaluate", "demo"]
+__all__ = ["main", "segment", "evaluate", "demo", "export"]
+
+_STARTED = time.perf_counter()  # the segment log states the start-up time (imports, model loading) once
 
 
 def _is_image(path: Path) -> bool:
@@ -85,7 +88,7 @@ def _collect_images(inputs: Sequence[str]) -> list[Path]:
 
 def segment(
     inputs: Sequence[str],
-    bundle: str,
+    bundle: str | None,
     output_dir: str,
     checkpoint: str | None = None,
     properties: str | None = None,
@@ -106,7 +109,7 @@ def segment(
 
     Args:
         inputs: image files (``.tif``, ``.nii.gz``) or folders of them, each ``(*spatial)`` or ``(C, *spatial)``.
-        bundle: bundle folder (``configs/inference.json``).
+        bundle: bundle folder (``configs/inference.json``); ``None`` with a pretrained ``model`` name or package.
         output_dir: folder for the label images (label maps ``(*spatial)``, uint16, or uint32 past 65,535 objects).
         checkpoint: weights (default ``<bundle>/models/model.pt``); ``dataset_properties.json`` and
             ``thresholds.json`` are read from its folder.
@@ -120,9 +123,11 @@ def segment(
             the bundle's).
         paper_thresholds: the paper's seed / foreground thresholds (0.9 / 0.5) instead of those tuned on the
             validation split after training.
-        model: an exported TorchScript (``python -m monai.bundle ckpt_export``) or ONNX (``.onnx``,
-            :func:`~monai_embedseg.networks.nets.export_onnx`) network to run instead of the bundle's network with
-            ``checkpoint``; properties and thresholds are then read from the model's folder.
+        model: a pretrained model name (``"nuclei-2d"``, see :mod:`monai_embedseg.pretrained`), a bioimage.io
+            package exported by ``monai-embedseg export`` (``.zip``), or an exported TorchScript (``python -m
+            monai.bundle ckpt_export``) or ONNX (``.onnx``, :func:`~monai_embedseg.networks.nets.export_onnx`) network
+            to run instead of the bundle's network with ``checkpoint``; properties and thresholds are then read from
+            the model's folder.
         spacing: physical pixel size per spatial axis (z, y, x) of the images, when it differs from the training
             data's (the embeddings are in physical units, so the inferer and the clustering need it).
 
@@ -130,17 +135,18 @@ def segment(
         the written label files, in input order.
     """
     from monai_embedseg.bundle.paths import trained_model_files
-    from monai_embedseg.data.properties import load_properties
     from monai_embedseg.utils.files import check_output_apart
 
-    bundle_dir = Path(bundle)
-    _, weights, props_file = trained_model_files(bundle, model or checkpoint, properties)
-    files = _collect_images(inputs)
+    files = _collect_images(inputs)  # the cheap checks first: a typo answers before torch and MONAI load
     check_output_apart([*inputs, *files], output_dir)
     targets = [Path(output_dir) / f"{file_stem(f)}_labels.tif" for f in files]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --overwrite to replace.")
+    bundle_dir, _, weights, props_file, exported = trained_model_files(bundle, checkpoint, properties, model)
+
+    from monai_embedseg.data.properties import load_properties
+
     for f in files:
         _check_readable(f)
     overrides: dict = {
@@ -160,7 +166,7 @@ def segment(
         overrides["device"] = f"$torch.device({device!r})"
     optional = dict(roi_size=roi_size, precision=precision, spacing=spacing, image_channel_dim=image_channel_dim)
     overrides.update({k: list(v) if isinstance(v, (list, tuple)) else v for k, v in optional.items() if v is not None})
-    if model:
+    if exported:
         overrides.update(_exported_network(weights, device))
     _run_inference_workflow(bundle_dir, overrides, files)
     return targets
@@ -221,6 +227,7 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
         if isinstance(root, (ValueError, FileNotFoundError, FileExistsError)):
             raise root from None
         raise
+    print(f"segment: ready after {time.perf_counter() - _STARTED:.1f} s (imports, model loading)", file=sys.stderr)
     bar = tqdm(total=len(files), desc="segment", unit="image")
 
     def current_file() -> str:
@@ -359,6 +366,76 @@ def demo(
     )
 
 
+def export(
+    output: str,
+    bundle: str | None = None,
+    checkpoint: str | None = None,
+    model: str | None = None,
+    properties: str | None = None,
+    image: str | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a trained model as a bioimage.io model package (``.zip``, spec 0.5): state-dict, TorchScript and ONNX
+    weights, the preprocessing, test tensors, documentation (the ``MODEL_CARD.md`` beside the weights, if any), and
+    the clustering settings; see :func:`monai_embedseg.pretrained.bioimageio.export_bioimageio`.
+
+    Args:
+        output: the ``.zip`` to write.
+        bundle, checkpoint, model, properties: the trained model, as for :func:`segment` (``model``: a pretrained
+            model name or a package).
+        image: a raw image file for the test tensors and the cover, ``(*spatial)`` or ``(C, *spatial)`` (default: a
+            generated one).
+        name: the package's name.
+        overwrite: replace an existing ``output``.
+
+    Returns:
+        the written path.
+    """
+    import json
+
+    from monai_embedseg.bundle.paths import trained_model_files
+    from monai_embedseg.constants import THRESHOLDS_FILE
+    from monai_embedseg.utils.files import check_output_apart
+
+    if not str(output).lower().endswith(".zip"):
+        raise ValueError(f"--output {output}: a bioimage.io model package is a .zip file.")
+    resolved = trained_model_files(bundle, checkpoint, properties, model)
+    if resolved.exported:
+        raise ValueError(
+            f"--model {model}: export takes a checkpoint, a pretrained model or a package, not a .ts/.onnx."
+        )
+    check_output_apart([resolved.weights, *([image] if image else [])], output)
+    if Path(output).exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it.")
+    from monai.bundle import ConfigParser
+
+    from monai_embedseg.data.io import read_tiff
+    from monai_embedseg.data.properties import load_properties
+    from monai_embedseg.pretrained.bioimageio import export_bioimageio
+    from monai_embedseg.utils import load_weights
+
+    parser = ConfigParser()
+    parser.read_config(str(resolved.config))
+    parser["bundle_root"] = str(resolved.bundle)
+    network = load_weights(parser.get_parsed_content("network_def"), resolved.weights)
+    thresholds_file = resolved.weights.parent / THRESHOLDS_FILE
+    card = resolved.weights.parent / "MODEL_CARD.md"
+    if image is not None:
+        _check_readable(Path(image))
+    return export_bioimageio(
+        network,
+        output,
+        bundle=resolved.bundle.resolve().name,
+        properties=load_properties(str(resolved.properties)),
+        thresholds=json.loads(thresholds_file.read_text()) if thresholds_file.is_file() else None,
+        test_image=read_tiff(image) if image else None,
+        name=name,
+        model_card=card.read_text() if card.is_file() else None,
+        overwrite=overwrite,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monai-embedseg`` console script."""
     parser = argparse.ArgumentParser(prog="monai-embedseg", description=__doc__)
@@ -375,7 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = sub.add_parser("segment", help="segment TIFF/NIfTI images with a trained bundle")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--bundle", required=True, help="bundle folder (configs/inference.json)")
+    p.add_argument(
+        "--bundle", default=None, help="bundle folder (configs/inference.json); not needed with --model NAME or .zip"
+    )
     p.add_argument("--output", required=True, help="output folder for <name>_labels.tif")
     p.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
     p.add_argument(
@@ -388,7 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--model",
         default=None,
-        help="an exported TorchScript (.ts) or ONNX (.onnx) model to run instead of --checkpoint",
+        help="a pretrained model (nuclei-2d), a bioimage.io package (.zip) made by export, or an exported "
+        "TorchScript (.ts) / ONNX (.onnx) network, instead of --checkpoint",
     )
     p.add_argument("--properties", default=None, help="dataset_properties.json (default beside the checkpoint)")
     p.add_argument("--no-tta", dest="tta", action="store_false", help="disable test-time augmentation")
@@ -416,6 +496,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("mask_dir")
     p.add_argument("--output", default=None, help="folder for ap_per_image.csv and ap_summary.csv")
     p.add_argument("--overwrite", action="store_true", help="replace existing AP tables in --output")
+
+    p = sub.add_parser("export", help="write a trained model as a bioimage.io model package (.zip)")
+    p.add_argument("--format", default="bioimageio", choices=["bioimageio"], help="package format")
+    p.add_argument("--output", required=True, help="the .zip to write")
+    p.add_argument("--bundle", default=None, help="bundle folder (not needed with --model)")
+    p.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
+    p.add_argument("--model", default=None, help="a pretrained model name (nuclei-2d) or a package to re-export")
+    p.add_argument("--properties", default=None, help="dataset_properties.json (default beside the checkpoint)")
+    p.add_argument("--image", default=None, help="image for the test tensors and cover (default: generated)")
+    p.add_argument("--name", default=None, help="the package's name")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
     sub.add_parser(
         "properties",
@@ -457,6 +548,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {len(files)} label image(s) to {args.output}")
         elif args.command == "evaluate":
             evaluate(args.pred_dir, args.mask_dir, args.output, overwrite=args.overwrite)
+        elif args.command == "export":
+            path = export(
+                args.output,
+                bundle=args.bundle,
+                checkpoint=args.checkpoint,
+                model=args.model,
+                properties=args.properties,
+                image=args.image,
+                name=args.name,
+                overwrite=args.overwrite,
+            )
+            print(f"wrote bioimage.io model package {path}")
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
         if args.debug:
             raise

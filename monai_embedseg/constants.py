@@ -17,6 +17,8 @@ __all__ = [
     "IOU_THRESHOLDS_FINE",
     "SPARSE_ID_LIMIT",
     "BINCOUNT_ID_LIMIT",
+    "PROPERTIES_FILE",
+    "THRESHOLDS_FILE",
 ]
 
 #: the paper's clustering thresholds: a new object starts at an unclaimed seed score above ``SEED_THRESH``;
@@ -41,3 +43,8 @@ IOU_THRESHOLDS_FINE = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 SPARSE_ID_LIMIT = 1 << 20
 #: non-negative ids up to ``max(BINCOUNT_ID_LIMIT, 4 * number of pixels)`` are counted with a lookup table
 BINCOUNT_ID_LIMIT = 1 << 16
+
+#: files a training run writes beside ``model.pt`` and inference reads from there: the dataset properties (spacing,
+#: crop size, minimum object size) and the clustering thresholds tuned on the validation split
+PROPERTIES_FILE = "dataset_properties.json"
+THRESHOLDS_FILE = "thresholds.json"

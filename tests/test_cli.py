@@ -1,13 +1,16 @@
 """The ``monai-embedseg`` command line: segment, evaluate, properties, and its errors."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import monai_embedseg
 from monai_embedseg.bundle.paths import bundle_path
 from monai_embedseg.cli import main
 from monai_embedseg.data.io import read_tiff
@@ -306,3 +309,25 @@ def test_segment_and_the_bundle_inference_give_identical_labels(dataset, model, 
     assert any(a.max() > 0 for a, _ in labels)  # the random network finds objects: the comparison means something
     for a, b in labels:
         assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_help_and_argument_errors_answer_before_torch_and_monai_load(tmp_path):
+    code = (
+        "import sys, contextlib, io\n"
+        "from monai_embedseg.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"codes = [main(['segment', {str(tmp_path / 'none')!r}, '--model', 'nuclei-2d', '--output', 'o']),\n"
+        "         main(['segment', '.', '--model', 'no-such-model', '--output', 'o']),\n"
+        "         main(['export', '--output', 'm.zip', '--model', 'no-such-model'])]\n"
+        "print(codes, 'torch' in sys.modules, 'monai' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(monai_embedseg.__file__).parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-5:] == ["[2,", "2,", "2]", "False", "False"], result.stdout + result.stderr

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from monai_embedseg.constants import PROPERTIES_FILE
 from monai_embedseg.data.datalist import release_datalist, split_train_val
 from monai_embedseg.data.properties import compute_dataset_properties, load_properties, save_properties
 
@@ -18,7 +19,6 @@ __all__ = [
     "read_properties",
 ]
 
-PROPERTIES_FILE = "dataset_properties.json"
 #: where ``compute_dataset_properties`` took the spacing from (``props["spacing_source"]``), in words
 SPACING_SOURCES = {
     "argument": "from the spacing setting",

@@ -7,10 +7,17 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
-from monai.bundle import ConfigWorkflow
-
-__all__ = ["BUNDLES_DIR", "bundle_root", "bundle_path", "bundle_workflow", "trained_model_files", "trust_notice"]
+__all__ = [
+    "BUNDLES_DIR",
+    "bundle_root",
+    "bundle_path",
+    "bundle_workflow",
+    "trained_model_files",
+    "TrainedModel",
+    "trust_notice",
+]
 
 #: the repository's ``bundles/`` folder (``./bundles`` when the package is installed without the repository)
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
@@ -28,6 +35,8 @@ def bundle_root() -> str:
     ``sys.path``). Without a workflow (a bare ``ConfigParser``), the working directory. ``--bundle_root DIR``
     overrides it.
     """
+    from monai.bundle import ConfigWorkflow
+
     frame = inspect.currentframe()
     try:
         while frame is not None:
@@ -50,7 +59,7 @@ def bundle_path(name: str) -> str:
     return str(BUNDLES_DIR / name)
 
 
-def bundle_workflow(name: str, workflow_type: str, config_files: Sequence[str], **overrides) -> ConfigWorkflow:
+def bundle_workflow(name: str, workflow_type: str, config_files: Sequence[str], **overrides):
     """MONAI ``ConfigWorkflow`` of the shipped bundle ``name``, as ``python -m monai.bundle run`` would build it.
 
     Args:
@@ -60,8 +69,10 @@ def bundle_workflow(name: str, workflow_type: str, config_files: Sequence[str], 
         overrides: config overrides (``epochs=1``, ``**{"validate#tta": False}``).
 
     Returns:
-        the workflow (not yet initialised), with the bundle's ``metadata.json`` and ``logging.conf``.
+        the MONAI ``ConfigWorkflow`` (not yet initialised), with the bundle's ``metadata.json`` and ``logging.conf``.
     """
+    from monai.bundle import ConfigWorkflow
+
     configs = Path(bundle_path(name)) / "configs"
     config = [str(configs / f) for f in config_files]
     return ConfigWorkflow(
@@ -73,24 +84,66 @@ def bundle_workflow(name: str, workflow_type: str, config_files: Sequence[str], 
     )
 
 
+class TrainedModel(NamedTuple):
+    """What a segmentation runs: the bundle (its ``configs/inference.json``), the weights and the training outputs.
+
+    ``weights`` is a state dict (``exported`` False) or an exported TorchScript / ONNX network (``exported`` True);
+    ``thresholds.json``, if any, is read from ``weights.parent``.
+    """
+
+    bundle: Path
+    config: Path
+    weights: Path
+    properties: Path
+    exported: bool
+
+
 def trained_model_files(
-    bundle: str | os.PathLike, weights: str | os.PathLike | None = None, properties: str | os.PathLike | None = None
-) -> tuple[Path, Path, Path]:
-    """The files a trained bundle is run with: its ``configs/inference.json``, the weights, ``dataset_properties.json``.
+    bundle: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    properties: str | os.PathLike | None = None,
+    model: str | os.PathLike | None = None,
+) -> TrainedModel:
+    """Resolve what a segmentation runs, in one place for ``segment``, block-wise segmentation and the Python API.
 
     Args:
-        bundle: bundle folder.
-        weights: checkpoint or exported model (default ``<bundle>/models/model.pt``).
+        bundle: bundle folder; optional when ``model`` names a pretrained model or a bioimage.io package (their
+            bundle is recorded with them).
+        weights: checkpoint (default ``<bundle>/models/model.pt``; for a shipped bundle without one, the registered
+            pretrained model of that bundle, e.g. ``bundles/dsb2018`` -> ``nuclei-2d``).
         properties: dataset properties (default: ``dataset_properties.json`` beside the weights).
+        model: a registered pretrained model name (``nuclei-2d``), a bioimage.io package exported by this package
+            (``.zip``), or an exported TorchScript (``.ts``) / ONNX (``.onnx``) network (then ``bundle`` is needed).
 
     Returns:
-        ``(inference_config, weights, properties)`` paths, each an existing file.
+        a :class:`TrainedModel` whose files all exist.
 
     Raises:
-        FileNotFoundError: one of them is missing; the message says how to make or find it.
+        FileNotFoundError: a file is missing; the message says how to make or find it.
+        ValueError: both ``model`` and ``weights``, an unknown model name, or a package not made by this package.
     """
-    from monai_embedseg.bundle.datasets import PROPERTIES_FILE
+    from monai_embedseg.constants import PROPERTIES_FILE
+    from monai_embedseg.pretrained.registry import MODELS, default_model_for, model_folder
 
+    if model is not None and weights is not None:
+        raise ValueError("pass either --model or --checkpoint, not both.")
+    exported = False
+    if model is not None and str(model) in MODELS:
+        folder, bundle = model_folder(str(model)), bundle or bundle_path(MODELS[str(model)].bundle)
+        weights = folder / "model.pt"
+    elif model is not None and str(model).lower().endswith(".zip"):
+        from monai_embedseg.pretrained.bioimageio import unpack_package
+
+        folder, name = unpack_package(model)
+        bundle, weights = bundle or bundle_path(name), folder / "model.pt"
+    elif model is not None:
+        if not Path(model).is_file():
+            raise FileNotFoundError(
+                f"--model {model}: no such file, and not a pretrained model (known: {', '.join(sorted(MODELS))})."
+            )
+        weights, exported = Path(model), True
+    if bundle is None:
+        raise ValueError("--bundle is needed (the bundle folder whose configs/inference.json runs the model).")
     bundle_dir = Path(bundle)
     config = bundle_dir / "configs" / "inference.json"
     if not config.is_file():
@@ -98,7 +151,16 @@ def trained_model_files(
     trust_notice(bundle_dir)
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"checkpoint {weights} does not exist.")
-    weights = Path(weights or bundle_dir / "models" / "model.pt")
+    own = bundle_dir / "models" / "model.pt"
+    pretrained = default_model_for(bundle_dir) if weights is None and not own.is_file() else None
+    if pretrained is not None:
+        print(
+            f"bundle '{bundle_dir.name}' has no trained models/model.pt: using the pretrained model "
+            f"'{pretrained.name}' (--checkpoint to use your own).",
+            file=sys.stderr,
+        )
+        weights = model_folder(pretrained.name) / "model.pt"
+    weights = Path(weights or own)
     if not weights.is_file():
         raise FileNotFoundError(
             f"no trained model at {weights}: bundle '{bundle_dir.name}' ships untrained. Train it first "
@@ -110,7 +172,7 @@ def trained_model_files(
         raise FileNotFoundError(
             f"{props} not found: training writes it beside model.pt; pass --properties FILE if you moved it."
         )
-    return config, weights, props
+    return TrainedModel(bundle_dir, config, weights, props, exported)
 
 
 _NOTICED: set[str] = set()

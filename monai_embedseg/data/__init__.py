@@ -1,12 +1,43 @@
-"""Data: TIFF I/O for MONAI, release-layout datalists, dataset properties, downloads, synthetic generators."""
+"""Data: TIFF I/O for MONAI, release-layout datalists, dataset properties, downloads, synthetic generators.
 
-from .collate import pad_one_hot_collate
-from .crop_pool import CropPoolDataset, split_pool_pipeline
-from .crop_size import batch_for_budget, fit_crop_size
-from .datalist import release_datalist, split_train_val
-from .download import DATASETS, has_release_layout, prepare_dataset
-from .io import TiffReader, TiffWriter, read_tiff, register_tiff_io, write_tiff
-from .percentiles import volume_percentiles
-from .properties import compute_dataset_properties, load_properties, save_properties
-from .synthetic import synthetic_cells_3d, synthetic_nuclei_2d, synthetic_worms_2d, write_synthetic_dataset
-from .zarr_io import ArrayVolume, LazyVolume, create_ome_zarr, open_volume, write_ome_zarr
+The names below are imported on first use (``monai_embedseg.data.CropPoolDataset`` works as usual), so that the
+command line's help and argument errors answer before MONAI and torch are loaded.
+"""
+
+from __future__ import annotations
+
+from monai_embedseg._lazy import lazy_exports
+
+_EXPORTS = {
+    "pad_one_hot_collate": "collate",
+    "CropPoolDataset": "crop_pool",
+    "split_pool_pipeline": "crop_pool",
+    "batch_for_budget": "crop_size",
+    "fit_crop_size": "crop_size",
+    "release_datalist": "datalist",
+    "split_train_val": "datalist",
+    "DATASETS": "download",
+    "has_release_layout": "download",
+    "prepare_dataset": "download",
+    "TiffReader": "io",
+    "TiffWriter": "io",
+    "read_tiff": "io",
+    "register_tiff_io": "io",
+    "write_tiff": "io",
+    "volume_percentiles": "percentiles",
+    "compute_dataset_properties": "properties",
+    "load_properties": "properties",
+    "save_properties": "properties",
+    "synthetic_cells_3d": "synthetic",
+    "synthetic_nuclei_2d": "synthetic",
+    "synthetic_worms_2d": "synthetic",
+    "write_synthetic_dataset": "synthetic",
+    "ArrayVolume": "zarr_io",
+    "LazyVolume": "zarr_io",
+    "create_ome_zarr": "zarr_io",
+    "open_volume": "zarr_io",
+    "write_ome_zarr": "zarr_io",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_embedseg.constants import PAPER_THRESHOLDS
+from monai_embedseg.constants import PAPER_THRESHOLDS, THRESHOLDS_FILE
 from monai_embedseg.metrics.matching import ap_from_counts, image_match_counts
 from monai_embedseg.transforms.cluster import cluster_embeddings
 from monai_embedseg.utils.checkpoint import load_weights
@@ -22,9 +22,6 @@ from monai_embedseg.utils.files import atomic_output
 __all__ = ["ThresholdSearch", "read_thresholds", "PAPER_THRESHOLDS", "THRESHOLDS_FILE"]
 
 logger = logging.getLogger(__name__)
-
-#: file written beside ``model.pt``
-THRESHOLDS_FILE = "thresholds.json"
 
 
 def read_thresholds(output_dir: str, min_object_size: int, use_tuned: bool = True) -> dict:

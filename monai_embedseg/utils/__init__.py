@@ -1,5 +1,12 @@
-"""Utilities: checkpoint loading, atomic file output, thread settings."""
+"""Utilities: checkpoint loading, atomic file output, thread settings (imported on first use)."""
 
-from .checkpoint import load_weights
-from .files import atomic_output
-from .threads import available_cpus, configure_threads
+from monai_embedseg._lazy import lazy_exports
+
+_EXPORTS = {
+    "load_weights": "checkpoint",
+    "atomic_output": "files",
+    "available_cpus": "threads",
+    "configure_threads": "threads",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
