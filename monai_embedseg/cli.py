@@ -174,17 +174,11 @@ def segment(
 
 def _exported_network(path: Path, device: str | None) -> dict:
     """Overrides that run an exported TorchScript / ONNX network instead of the bundle's ``network_def`` + weights."""
-    import torch
+    from monai_embedseg.segmenter import load_exported_network
 
-    if path.suffix == ".onnx":
-        from monai_embedseg.networks.nets import OnnxNetwork
-
-        return {"network": OnnxNetwork(str(path)).eval(), "precision": "float32"}  # ONNX Runtime runs it as exported
-    try:
-        network = torch.jit.load(str(path), map_location=device or "cpu").eval()
-    except Exception as e:  # torch raises RuntimeError/ValueError variants for non-TorchScript files
-        raise ValueError(f"{path} is not a TorchScript model ({type(e).__name__}: {e}).") from None
-    return {"network": network}
+    network = load_exported_network(path, device)
+    # ONNX Runtime runs the network as exported
+    return {"network": network, **({"precision": "float32"} if path.suffix == ".onnx" else {})}
 
 
 def _root_cause(e: BaseException, explained: tuple[type, ...] = (ValueError, FileNotFoundError, FileExistsError)):

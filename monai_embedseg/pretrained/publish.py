@@ -5,6 +5,8 @@ and ``thresholds.json``, and prints the SHA-256 to put in :data:`~monai_embedseg
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +18,7 @@ __all__ = ["publish", "main"]
 
 def publish(run_dir: str | Path, dest: str | Path, half: bool = False) -> str:
     """Copy a run's ``model.pt`` (as a bare state dict; floating tensors in float16 when ``half``), properties and
-    tuned thresholds into ``dest``.
+    tuned thresholds (less the path of the run's checkpoint) into ``dest``.
 
     Returns:
         the SHA-256 of the written ``model.pt``.
@@ -38,10 +40,14 @@ def publish(run_dir: str | Path, dest: str | Path, half: bool = False) -> str:
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     dest.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()  # not the temporary file: torch names the archive's records after the file
+    torch.save(state, buffer)
     with atomic_output(dest / "model.pt") as tmp:
-        torch.save(state, tmp)
-    for name in (PROPERTIES_FILE, THRESHOLDS_FILE):
-        shutil.copyfile(run_dir / name, dest / name)
+        Path(tmp).write_bytes(buffer.getvalue())
+    shutil.copyfile(run_dir / PROPERTIES_FILE, dest / PROPERTIES_FILE)
+    thresholds = json.loads((run_dir / THRESHOLDS_FILE).read_text())
+    thresholds.pop("checkpoint", None)  # a path on the machine that trained it
+    (dest / THRESHOLDS_FILE).write_text(json.dumps(thresholds, indent=2) + "\n")
     return sha256_of(dest / "model.pt")
 
 

@@ -50,7 +50,7 @@ MODELS: dict[str, PretrainedModel] = {
         PretrainedModel(
             name="nuclei-2d",
             bundle="dsb2018",
-            sha256="0" * 64,
+            sha256="1ed90e8bfdcdbff7a0c21226cca11aef0722481d12e1ad1782b012e1a0a24c3d",
             source="nuclei-2d",
             description="2D fluorescent nuclei (DSB 2018 stage 1 test images, 43 train / 10 test), grayscale",
         ),
