@@ -92,7 +92,7 @@ def test_init_weights_for_training(tmp_path):
     assert init_weights(net, None) is net
     loaded = init_weights(BranchedERFNet(2, 1), run / "model.pt")
     saved = torch.load(run / "model.pt", weights_only=True)["model"]
-    torch.testing.assert_close(loaded.state_dict()["encoder.0.conv.conv.weight"], saved["encoder.0.conv.conv.weight"])
+    torch.testing.assert_close(loaded.state_dict()["encoder.0.conv.weight"], saved["encoder.0.conv.weight"])
     with pytest.raises(ValueError, match="neither a checkpoint file nor a pretrained model"):
         init_weights(net, "nothing-here")
     parser = ConfigParser()  # the bundles' training network: --pretrained nuclei-2d starts from the shipped model
@@ -100,9 +100,7 @@ def test_init_weights_for_training(tmp_path):
     parser.update({"pretrained": "nuclei-2d", "device": "$torch.device('cpu')"})
     network = parser.get_parsed_content("network")
     shipped = torch.load(model_folder("nuclei-2d") / "model.pt", weights_only=True)
-    torch.testing.assert_close(
-        network.state_dict()["encoder.0.conv.conv.weight"], shipped["encoder.0.conv.conv.weight"].float()
-    )
+    torch.testing.assert_close(network.state_dict()["encoder.0.conv.weight"], shipped["encoder.0.conv.weight"].float())
 
 
 def test_segment_with_the_pretrained_model_by_name_and_by_bundle(tmp_path, capsys):
