@@ -1,4 +1,4 @@
-"""Command line: ``monai-embedseg {demo,segment,evaluate,export,properties}`` (also ``python -m monai_embedseg``)."""
+"""Command line: ``monai-embedseg {demo,segment,evaluate,train,export,properties}`` (``python -m monai_embedseg``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from monai_embedseg.data.datalist import IMAGE_SUFFIXES, file_stem
 
-__all__ = ["main", "segment", "evaluate", "demo", "export"]
+__all__ = ["main", "segment", "evaluate", "demo", "train", "export"]
 
 _STARTED = time.perf_counter()  # the segment log states the start-up time (imports, model loading) once
 
@@ -181,24 +181,14 @@ def _exported_network(path: Path, device: str | None) -> dict:
     return {"network": network, **({"precision": "float32"} if path.suffix == ".onnx" else {})}
 
 
-def _root_cause(e: BaseException, explained: tuple[type, ...] = (ValueError, FileNotFoundError, FileExistsError)):
-    """The error that says what went wrong: MONAI and Ignite wrap it (``RuntimeError: Failed to evaluate ...``).
-
-    The first error of the ``__cause__`` chain of ``e`` that is one of ``explained`` (our own one-line messages, e.g.
-    ``load_weights`` naming a file that is not a checkpoint, which itself wraps the unpickling error), else the
-    innermost one.
-    """
-    while not isinstance(e, explained) and e.__cause__ is not None:
-        e = e.__cause__
-    return e
-
-
 def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[Path]) -> None:
     """Run ``inference.json`` of ``bundle_dir`` with ``overrides``: a progress bar over ``files`` and errors that
     name the image being processed."""
     from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
     from tqdm import tqdm
+
+    from monai_embedseg.bundle.checks import root_cause
 
     configs = bundle_dir / "configs"
     workflow = ConfigWorkflow(
@@ -217,7 +207,7 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
     try:
         evaluator = parser.get_parsed_content("evaluator")
     except Exception as e:  # MONAI wraps a failing config expression; the cause says what is wrong
-        root = _root_cause(e)
+        root = root_cause(e)
         if isinstance(root, (ValueError, FileNotFoundError, FileExistsError)):
             raise root from None
         raise
@@ -246,7 +236,7 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
     try:
         workflow.run()
     except Exception as e:
-        root = _root_cause(e)
+        root = root_cause(e)
         if isinstance(root, (ValueError, FileExistsError)) and str(root).startswith(current_file()):
             raise root from None
         raise ValueError(f"{current_file()}: {type(root).__name__}: {root}") from e
@@ -430,6 +420,77 @@ def export(
     )
 
 
+def train(
+    bundle: str,
+    dataset_dir: str | None = None,
+    output_dir: str | None = None,
+    fast: bool = False,
+    overrides: dict | None = None,
+) -> Path:
+    """Train a bundle: its ``configs/train.json`` (with ``train_fast.json`` when ``fast``) run by MONAI's
+    ``ConfigWorkflow`` as ``python -m monai.bundle run training`` runs it, with errors reduced to their cause.
+
+    Args:
+        bundle: bundle folder.
+        dataset_dir: data in the release layout (default: the bundle's ``data/``).
+        output_dir: the run's folder (default: the bundle's ``models/``).
+        fast: merge the bundle's CPU profile ``configs/train_fast.json``.
+        overrides: more config overrides (``{"epochs": 5, "pretrained": "nuclei-2d"}``).
+
+    Returns:
+        the output folder (``model.pt``, ``dataset_properties.json``, ``thresholds.json``, TensorBoard events).
+
+    Raises:
+        FileNotFoundError, FileExistsError, ValueError: one line naming the problem (and the file).
+    """
+    from monai_embedseg.bundle.checks import EXPLAINED, root_cause
+    from monai_embedseg.bundle.paths import trust_notice
+
+    configs = Path(bundle) / "configs"
+    files = [configs / "train.json", *([configs / "train_fast.json"] if fast else [])]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{bundle} is not a trainable bundle folder: {missing[0]} does not exist.")
+    epochs = (overrides or {}).get("epochs")
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
+        raise ValueError(f"--epochs must be a whole number of at least 1, got {epochs!r}.")
+    trust_notice(bundle)
+    from monai.bundle import ConfigWorkflow
+
+    settings = dict(overrides or {})
+    for key, value in (("dataset_dir", dataset_dir), ("output_dir", output_dir)):
+        if value is not None:
+            settings[key] = str(value)
+    try:
+        workflow = ConfigWorkflow(
+            config_file=[str(f) for f in files],
+            meta_file=str(configs / "metadata.json"),
+            logging_file=str(configs / "logging.conf"),
+            workflow_type="train",
+            **settings,
+        )
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+        out = Path(workflow.parser.get_parsed_content("output_dir"))
+    except Exception as e:  # MONAI wraps a failing config expression; the cause says what is wrong
+        cause = root_cause(e)
+        if isinstance(cause, EXPLAINED):
+            raise cause from None
+        raise
+    return out
+
+
+def _override_value(text: str):
+    """A command-line override value: JSON (``5``, ``true``, ``[1, 2]``, ``"x"``) or else the text itself."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monai-embedseg`` console script."""
     parser = argparse.ArgumentParser(prog="monai-embedseg", description=__doc__)
@@ -502,6 +563,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", default=None, help="the package's name")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
+    p = sub.add_parser(
+        "train",
+        help="train a bundle (its monai.bundle training workflow); more overrides as --key value",
+    )
+    p.add_argument("bundle", help="bundle folder (configs/train.json)")
+    p.add_argument("--dataset_dir", default=None, help="data in the release layout (train/, val/, test/)")
+    p.add_argument("--output_dir", default=None, help="the run's folder (default: the bundle's models/)")
+    p.add_argument("--fast", action="store_true", help="the bundle's CPU profile (configs/train_fast.json)")
+
     sub.add_parser(
         "properties",
         add_help=False,
@@ -513,7 +583,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from monai_embedseg.data.properties import main as properties_main
 
         return properties_main(argv[1:], prog="monai-embedseg properties")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    overrides = {}
+    while extra:  # train: the bundle's own settings, --key value (as python -m monai.bundle run takes them)
+        key = extra.pop(0)
+        if not key.startswith("--") or not extra:
+            parser.error(f"train: overrides come as --key value pairs, got {key!r}")
+        overrides[key[2:]] = _override_value(extra.pop(0))
     try:
         if args.command == "demo":
             demo(args.bundle, args.epochs, args.output_dir, args.dataset_dir, args.device, args.resume)
@@ -542,6 +620,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {len(files)} label image(s) to {args.output}")
         elif args.command == "evaluate":
             evaluate(args.pred_dir, args.mask_dir, args.output, overwrite=args.overwrite)
+        elif args.command == "train":
+            out = train(args.bundle, args.dataset_dir, args.output_dir, args.fast, overrides)
+            print(f"trained: {out}/model.pt (with dataset_properties.json and thresholds.json beside it)")
         elif args.command == "export":
             path = export(
                 args.output,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 import monai_embedseg
@@ -331,3 +332,40 @@ def test_help_and_argument_errors_answer_before_torch_and_monai_load(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-5:] == ["[2,", "2,", "2]", "False", "False"], result.stdout + result.stderr
+
+
+def test_train_command_runs_the_bundle_and_bad_settings_or_data_give_one_line(tmp_path, capsys):
+    bundle = bundle_path("synthetic_2d")
+    out = tmp_path / "out"
+    base = ["train", bundle, "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(out)]
+    assert main([*base, "--epochs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs must be a whole number of at least 1" in err and err.count("\n") == 1
+    assert not (tmp_path / "data").exists() and not out.exists()  # refused before anything is written
+    masks_missing = tmp_path / "nomasks"
+    (masks_missing / "train" / "images").mkdir(parents=True)
+    tifffile.imwrite(masks_missing / "train" / "images" / "a.tif", np.zeros((32, 32), np.uint8))
+    assert main(["train", bundle_path("dsb2018"), "--dataset_dir", str(masks_missing), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "masks" in err and err.count("\n") == 1 and not out.exists()
+    with pytest.raises(SystemExit):
+        main([*base, "--epochs"])  # an override without its value
+    tiny = '{"n_train": 3, "n_test": 1, "shape": [64, 64], "seed": 0}'
+    args = [*base, "--epochs", "1", "--synthetic_kwargs", tiny, "--roi_size", "[64, 64]", "--num_samples", "2"]
+    assert main(args) == 0
+    assert (out / "model.pt").is_file() and (out / "dataset_properties.json").is_file()
+    assert f"trained: {out}/model.pt" in capsys.readouterr().out
+
+
+def test_bundle_run_training_ends_its_traceback_with_the_cause(tmp_path):
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file"]
+    cmd += [f"{bundle_path('synthetic_2d')}/configs/train.json", "--dataset_dir", str(tmp_path / "d")]
+    result = subprocess.run(
+        [*cmd, "--output_dir", str(tmp_path / "o"), "--epochs", "0"], capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "error: ValueError: --epochs must be a whole number of at least 1, got 0."
+    )
+    assert not (tmp_path / "d").exists() and not (tmp_path / "o").exists()

@@ -1,0 +1,67 @@
+"""The training bundles' first step: check the settings and the data before anything is written, and end an
+uncaught error's traceback with the one line that says what is wrong.
+
+``python -m monai.bundle run training`` wraps every error of a config expression in ``RuntimeError: Failed to
+evaluate ...``, so the traceback's last line names a config expression, not the problem. :func:`explain_errors`
+(the first ``initialize`` expression of every training config) installs a ``sys.excepthook`` that prints the usual
+traceback and then, as its last line, the first of our explained errors (``ValueError``, ``FileNotFoundError``,
+``FileExistsError``) in the exception's cause chain. ``monai-embedseg train`` prints that line alone.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+__all__ = ["EXPLAINED", "root_cause", "explain_errors", "check_training_settings", "check_training_data"]
+
+#: error types whose message is written for the user (one line naming the problem and the file)
+EXPLAINED = (ValueError, FileNotFoundError, FileExistsError)
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The error that says what went wrong: the first of :data:`EXPLAINED` in the ``__cause__`` chain of ``error``
+    (MONAI and Ignite wrap it), else the innermost one."""
+    while not isinstance(error, EXPLAINED) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def _hook(kind, error, tb) -> None:
+    traceback.print_exception(kind, error, tb)
+    cause = root_cause(error)
+    if cause is not error and isinstance(cause, EXPLAINED):
+        print(f"error: {type(cause).__name__}: {cause}", file=sys.stderr)
+
+
+def explain_errors() -> bool:
+    """Install the hook (once per process); returns ``True``. See the module docstring."""
+    sys.excepthook = _hook
+    return True
+
+
+def check_training_settings(epochs: int) -> bool:
+    """Refuse settings that cannot train, before the data is read or anything is written.
+
+    Raises:
+        ValueError: ``epochs`` < 1.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"--epochs must be a whole number of at least 1, got {epochs!r}.")
+    return True
+
+
+def check_training_data(datalists: dict) -> bool:
+    """Refuse a dataset without training or validation images, before any output is written.
+
+    Args:
+        datalists: ``{"train": [...], "val": [...]}`` as the bundle built them from ``dataset_dir`` (building them
+            already checked that images and masks pair up).
+
+    Raises:
+        ValueError: no training or validation images.
+    """
+    for split in ("train", "val"):
+        if not datalists.get(split):
+            raise ValueError(f"no {split} images: the dataset folder needs {split} images with masks (see the README).")
+    return True
