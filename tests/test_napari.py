@@ -159,3 +159,21 @@ def test_training_from_painted_labels_gives_a_model_the_widget_and_the_cli_use(q
     tifffile.imwrite(image, np.asarray(viewer.layers["nuclei 2D"].data))
     cli = ["segment", str(image), "--bundle", bundle_path("dsb2018"), "--checkpoint", checkpoint, "--no-tta"]
     assert main([*cli, "--precision", "float32", "--output", str(tmp_path / "o")]) == 0
+
+
+def test_layer_scale_is_the_spacing_only_for_a_model_trained_in_physical_units(tmp_path):
+    import json
+
+    import torch
+
+    from monai_embedseg.networks.nets import BranchedERFNet
+
+    layer = ViewerModel().add_image(np.zeros((16, 16), np.float32), scale=(0.25, 0.25))
+    assert SegmentWidget._layer_spacing(layer, "nuclei-2d", None, None) is None  # trained in pixels
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(BranchedERFNet(2, 1).state_dict(), run / "model.pt")
+    props = {"min_object_size": 4, "spacing": [0.5, 0.5], "spacing_source": "metadata"}
+    (run / "dataset_properties.json").write_text(json.dumps(props))
+    spacing = SegmentWidget._layer_spacing(layer, None, bundle_path("synthetic_2d"), run / "model.pt")
+    assert spacing == [0.25, 0.25]

@@ -277,7 +277,9 @@ class SegmentWidget(QWidget):
 
         model, bundle, checkpoint = self._choice()
         tile = _parse_numbers(self.tile_edit.text(), int, "tile")
-        spacing = _parse_numbers(self.spacing_edit.text(), float, "spacing")
+        spacing = _parse_numbers(self.spacing_edit.text(), float, "spacing") or self._layer_spacing(
+            layer, model, bundle, checkpoint
+        )
         key = (
             model,
             bundle,
@@ -299,6 +301,20 @@ class SegmentWidget(QWidget):
             )
             self._segmenter_key = key
         return self.segmenter
+
+    @staticmethod
+    def _layer_spacing(layer, model, bundle, checkpoint) -> list[float] | None:
+        """The layer's ``scale`` as the pixel size, when it is not all ones and the model was trained in physical
+        units (its training data recorded a spacing); else ``None`` (the model's own)."""
+        import json
+
+        from monai_embedseg.bundle.paths import trained_model_files
+
+        scale = [float(s) for s in layer.scale]
+        if all(s == 1.0 for s in scale):
+            return None
+        props = json.loads(trained_model_files(bundle, checkpoint, None, model).properties.read_text())
+        return None if props.get("spacing_source", "unit") == "unit" else scale
 
     def segment(self) -> None:
         """Run the network on the chosen image in a worker thread, then show the labels."""
