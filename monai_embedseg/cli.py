@@ -135,7 +135,7 @@ def segment(
         the written label files, in input order.
     """
     from monai_embedseg.bundle.paths import trained_model_files
-    from monai_embedseg.utils.files import check_output_apart
+    from monai_embedseg.utils.files import check_output_apart, check_writable_folder
 
     files = _collect_images(inputs)  # the cheap checks first: a typo answers before torch and MONAI load
     check_output_apart([*inputs, *files], output_dir)
@@ -149,6 +149,7 @@ def segment(
 
     for f in files:
         _check_readable(f)
+    check_writable_folder(output_dir)  # now, not after the model has loaded
     overrides: dict = {
         "bundle_root": str(bundle_dir),
         "output_dir": str(weights.parent),
@@ -226,7 +227,11 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
             raise ValueError(
                 f"{current_file()}: image of shape {shape[1:] if shape[0] == 1 else shape} does not fit bundle "
                 f"'{bundle_dir.name}', which takes {spatial_dims}D images with {in_channels} channel(s)"
-                + (" (pass --channel-dim for a multi-channel image)" if in_channels > 1 or shape[0] > 1 else "")
+                + (
+                    " (pass --channel-dim for a multi-channel image)"
+                    if (in_channels > 1 or shape[0] > 1) and overrides.get("image_channel_dim") is None
+                    else ""
+                )
                 + "."
             )
 

@@ -369,3 +369,13 @@ def test_bundle_run_training_ends_its_traceback_with_the_cause(tmp_path):
         == "error: ValueError: --epochs must be a whole number of at least 1, got 0."
     )
     assert not (tmp_path / "d").exists() and not (tmp_path / "o").exists()
+
+
+def test_a_read_only_output_folder_is_refused_before_the_model_loads(tmp_path, capsys):
+    image = tmp_path / "in" / "a.tif"
+    image.parent.mkdir()
+    tifffile.imwrite(image, np.zeros((32, 32), np.uint8))
+    (tmp_path / "blocked").write_text("a file where the output folder should be")
+    assert main(["segment", str(image), "--model", "nuclei-2d", "--output", str(tmp_path / "blocked" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to the output folder" in err and "blocked" in err and err.count("\n") == 1

@@ -77,3 +77,19 @@ def check_output_apart(inputs: Iterable[str | os.PathLike], output: str | os.Pat
                 f"output {output} {how} the input {item}: writing there could overwrite or delete the input, so it is "
                 "refused whatever --overwrite says; choose another --output."
             )
+
+
+def check_writable_folder(folder: str | os.PathLike) -> None:
+    """Make sure ``folder`` exists (created if needed) and accepts new files, before any long work starts.
+
+    Raises:
+        ValueError: it cannot be created or written to (read-only, a file in the way, no permission), naming it.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"cannot write to the output folder {folder}: {e.strerror or e}.") from None
