@@ -10,6 +10,7 @@ network, precision, sliding-window inferer with TTA, normalisation), so the labe
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -55,6 +56,7 @@ class Segmenter:
             foreground thresholds when training tuned none).
         prediction: the cached raw prediction ``(C, *spatial)`` of the last :meth:`predict` (``None`` before).
         network_calls: how many times :meth:`predict` ran the network.
+        warning: why the last image's normalisation looks wrong (a mostly empty image), else ``None``.
 
     Example::
 
@@ -115,6 +117,7 @@ class Segmenter:
         self.thresholds = {k: tuned[k] for k in ("seed_thresh", "fg_thresh", "min_object_size")}
         self.prediction: torch.Tensor | None = None
         self.network_calls = 0
+        self.warning: str | None = None
 
     def check_image(self, image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
         """``image`` as ``(C, *spatial)`` float32, or a ``ValueError`` that says why it does not fit the model."""
@@ -157,6 +160,7 @@ class Segmenter:
         """
         from monai.data import MetaTensor
 
+        from monai_embedseg.data.intensity_check import sparse_intensity_warning
         from monai_embedseg.utils import configure_threads
 
         data = self.check_image(image, channel_axis)
@@ -164,6 +168,9 @@ class Segmenter:
             return self.prediction
         configure_threads()
         batch = self._normalise({"image": MetaTensor(torch.from_numpy(data))})["image"]
+        self.warning = sparse_intensity_warning(batch, "the image")
+        if self.warning:
+            warnings.warn(self.warning, stacklevel=2)
         inputs = torch.as_tensor(batch)[None].to(self.device)
         pred = self._inferer(inputs, self._runner)
         self.network_calls += 1

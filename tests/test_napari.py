@@ -177,3 +177,30 @@ def test_layer_scale_is_the_spacing_only_for_a_model_trained_in_physical_units(t
     (run / "dataset_properties.json").write_text(json.dumps(props))
     spacing = SegmentWidget._layer_spacing(layer, None, bundle_path("synthetic_2d"), run / "model.pt")
     assert spacing == [0.25, 0.25]
+
+
+def test_a_mostly_empty_image_gets_a_warning(tmp_path, capsys):
+    field = nuclei_2d()[0][0]
+    sparse = np.full((1536, 1536), 3, np.uint8)  # objects on 0.1 % of the pixels: the percentiles are background
+    sparse[:128, :128] = field[:128, :128]
+    segmenter = Segmenter(model="nuclei-2d", tta=False)
+    with pytest.warns(UserWarning, match="mostly empty image"):
+        segmenter.predict(sparse)
+    segmenter.predict(field)
+    assert segmenter.warning is None
+    tifffile.imwrite(tmp_path / "slide.tif", sparse)
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "slide.tif"),
+                "--model",
+                "nuclei-2d",
+                "--no-tta",
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
+    assert "slide.tif: its brightest pixels are" in capsys.readouterr().err

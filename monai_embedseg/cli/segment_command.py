@@ -118,6 +118,7 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
     from tqdm import tqdm
 
     from monai_embedseg.bundle.checks import root_cause
+    from monai_embedseg.data.intensity_check import sparse_intensity_warning
 
     configs = bundle_dir / "configs"
     workflow = ConfigWorkflow(
@@ -150,6 +151,9 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
         return str(name[0] if isinstance(name, (list, tuple)) else name or "an image")
 
     def check_shape(engine) -> None:
+        warning = sparse_intensity_warning(engine.state.batch["image"], current_file())
+        if warning:
+            bar.write(warning, file=sys.stderr)
         shape = tuple(engine.state.batch["image"].shape[1:])  # (C, *spatial)
         if len(shape) - 1 != spatial_dims or shape[0] != in_channels:
             raise ValueError(

@@ -402,6 +402,7 @@ class SegmentWidget(QWidget):
         self._say(
             f"{n} objects{timing} (seed {self.thresholds['seed_thresh']:.2f}, foreground "
             f"{self.thresholds['fg_thresh']:.2f}, min size {self.thresholds['min_object_size']})"
+            + (f"\n{self.segmenter.warning}" if self.segmenter.warning else "")
         )
 
     def _show_seed_map(self) -> None:
