@@ -204,3 +204,21 @@ def test_a_mostly_empty_image_gets_a_warning(tmp_path, capsys):
         == 0
     )
     assert "slide.tif: its brightest pixels are" in capsys.readouterr().err
+
+
+def test_a_large_image_is_segmented_block_by_block_into_a_zarr_store(qtbot, viewer_and_widget, tmp_path):
+    viewer, widget = viewer_and_widget
+    widget.blockwise_voxels = 1000  # the 256 x 256 sample counts as large here
+    widget.train_dir_edit.setText(str(tmp_path / "runs"))
+    widget.segment()
+    _wait(qtbot, widget)
+    assert "block by block" in widget.status.text(), widget.status.text()
+    layer = viewer.layers["nuclei 2D labels"]
+    blocks = np.asarray(layer.data)
+    assert blocks.max() > 5 and tuple(layer.scale) == (0.5, 0.5)
+    assert len(list((tmp_path / "runs").glob("*.zarr"))) == 1
+    widget.blockwise_voxels = 2**26
+    widget.segment()  # the same image in memory: the labels of both paths mostly agree
+    _wait(qtbot, widget)
+    whole = np.asarray(viewer.layers["nuclei 2D labels"].data)
+    assert whole.max() > 5 and np.mean((whole > 0) == (blocks > 0)) > 0.95

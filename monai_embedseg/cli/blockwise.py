@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["run_from_args", "segment_large", "wants_blockwise"]
 
@@ -91,7 +92,7 @@ def run_from_args(args: argparse.Namespace) -> dict:
 
 
 def segment_large(
-    image: str,
+    image: str | os.PathLike | Any,
     bundle: str | None,
     output: str,
     checkpoint: str | None = None,
@@ -114,7 +115,8 @@ def segment_large(
     """Segment one large image (Zarr / OME-Zarr / TIFF) with a bundle, block by block, into an OME-Zarr label store.
 
     Args:
-        image: ``*.zarr`` (OME-Zarr multiscale level 0, or a plain array) or ``*.tif``: ``(*spatial)`` or
+        image: ``*.zarr`` (OME-Zarr multiscale level 0, or a plain array) or ``*.tif``, or an opened volume
+            (:class:`~monai_embedseg.data.zarr_io.ArrayVolume` over an in-memory or Dask array): ``(*spatial)`` or
             ``(C, *spatial)``.
         bundle: bundle folder (``configs/inference.json``: network, spacing, precision).
         output: ``*.zarr`` store to write (labels uint32 at ``"0"``, spacing in the OME metadata).
@@ -166,7 +168,7 @@ def segment_large(
 
     from monai_embedseg.data.zarr_io import open_volume
 
-    volume = open_volume(image, spatial_dims)
+    volume = open_volume(image, spatial_dims) if isinstance(image, (str, os.PathLike)) else image
     if len(volume.spatial_shape) != spatial_dims or volume.n_channels != in_channels:
         raise ValueError(
             f"{image}: image of shape {volume.shape} (axes {volume.axes}) does not fit bundle "

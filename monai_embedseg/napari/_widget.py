@@ -76,6 +76,8 @@ class SegmentWidget(QWidget):
         self._cancelled = False
         self._image_layer = None
         self.last_seconds: float | None = None
+        #: images with more voxels than this are segmented block by block into a Zarr store (bounded memory)
+        self.blockwise_voxels = 2**26
 
         self.setMaximumWidth(520)  # a dock beside the canvas, not over it
         layout = QVBoxLayout(self)
@@ -326,6 +328,9 @@ class SegmentWidget(QWidget):
             return
         from napari.qt.threading import create_worker
 
+        if int(np.prod(np.shape(layer.data))) > self.blockwise_voxels:
+            self._segment_blockwise(layer)
+            return
         data = np.asarray(layer.data)
         self._cancelled = False
         started = time.perf_counter()
@@ -348,6 +353,65 @@ class SegmentWidget(QWidget):
                 self._show_seed_map()
 
         self._start(create_worker(work, _ignore_errors=True), done, busy="segmenting ...")
+
+    def _segment_blockwise(self, layer) -> None:
+        """A large image: block by block (Dask, bounded memory) into an OME-Zarr label store in the runs folder,
+        shown as a Labels layer read from that store. There is no cached prediction to re-cluster: the thresholds
+        apply at the next Segment."""
+        from napari.qt.threading import create_worker
+
+        model, bundle, checkpoint = self._choice()
+        if model is not None and model.lower().endswith((".ts", ".pt", ".onnx")):
+            self._say("a large image is segmented block by block, which needs a checkpoint or a pretrained model.")
+            return
+        tile = _parse_numbers(self.tile_edit.text(), int, "tile")
+        spacing = _parse_numbers(self.spacing_edit.text(), float, "spacing") or self._layer_spacing(
+            layer, model, bundle, checkpoint
+        )
+        folder = Path(self.train_dir_edit.text()).expanduser()
+        output = folder / f"{layer.name.replace(' ', '_')}-labels-{time.strftime('%Y%m%d-%H%M%S')}.zarr"
+        data = layer.data
+        tta, precision = self.tta_check.isChecked(), self.precision_combo.currentText()
+        self._cancelled = False
+        started = time.perf_counter()
+
+        def work():
+            from monai_embedseg.cli.blockwise import segment_large
+            from monai_embedseg.data.zarr_io import ArrayVolume
+
+            folder.mkdir(parents=True, exist_ok=True)
+            return segment_large(
+                ArrayVolume(data, spatial_dims=np.ndim(data)),
+                bundle,
+                str(output),
+                checkpoint=checkpoint,
+                model=model,
+                tta=tta,
+                roi_size=tile,
+                precision=precision,
+                spacing=spacing,
+                progress=False,
+            )
+
+        def done(summary) -> None:
+            import zarr
+
+            labels = zarr.open_array(str(output), path="0", mode="r")
+            name = f"{layer.name} labels"
+            existing = {x.name: x for x in self._layers("Labels")}
+            d = np.ndim(data)
+            geometry = {"scale": tuple(layer.scale)[-d:], "translate": tuple(layer.translate)[-d:]}
+            if name in existing:
+                existing[name].data = labels
+            else:
+                self.viewer.add_labels(labels, name=name, **geometry)
+            self.last_seconds = time.perf_counter() - started
+            self._say(
+                f"{summary['objects']} objects in {self.last_seconds:.1f} s, block by block ({summary['blocks']} "
+                f"blocks) into {output}; the thresholds apply at the next Segment."
+            )
+
+        self._start(create_worker(work, _ignore_errors=True), done, busy="segmenting block by block ...")
 
     def _check_args(self) -> None:
         _parse_numbers(self.tile_edit.text(), int, "tile")
