@@ -6,7 +6,9 @@ Where things are (lower layers never import higher ones):
   validation), :mod:`.medoid` (object centers), :mod:`.constants`;
 * MONAI components: :mod:`.transforms`, :mod:`.networks`, :mod:`.losses`, :mod:`.inferers`, :mod:`.metrics`,
   :mod:`.engines`, :mod:`.handlers`, :mod:`.data` (I/O, datasets, dataset properties);
-* bundles and the command line: :mod:`.bundle`, :mod:`.cli`;
+* pretrained models (registry, the shipped model, bioimage.io packages): :mod:`.pretrained`;
+* bundles, the command line and interactive use: :mod:`.bundle`, :mod:`.cli`, :mod:`.segmenter`, :mod:`.napari`
+  (the napari plugin);
 * :mod:`.testing`: references for tests and benchmarks (oracle predictions).
 """
 
