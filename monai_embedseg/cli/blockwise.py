@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,18 @@ def wants_blockwise(args: argparse.Namespace) -> bool:
     return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Log lines to whatever ``sys.stderr`` is when they are written (not the stream of the first call)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def run_from_args(args: argparse.Namespace) -> dict:
     """Run :func:`segment_large` for a parsed ``segment`` command line and print one summary line.
 
@@ -60,7 +73,7 @@ def run_from_args(args: argparse.Namespace) -> dict:
     from monai_embedseg.inferers.blockwise import logger as block_logger
 
     if not block_logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         block_logger.addHandler(handler)
         block_logger.setLevel(logging.INFO)
@@ -127,7 +140,8 @@ def segment_large(
         memory_limit: e.g. ``"4GB"`` (default: half of the available memory here / 60 % of a worker's limit).
         scheduler: a ``dask.distributed`` scheduler address (default: Dask's local threaded scheduler).
         workers: blocks at a time on the local scheduler (default 1).
-        halo_margin: receptive-field margin in voxels added to the object extent (default 8).
+        halo_margin: receptive-field margin in voxels added to the object extent (default: measured on the network
+            and the middle of the image, :func:`~monai_embedseg.inferers.block_margin.measure_margin`).
 
     Returns:
         the summary of :func:`~monai_embedseg.inferers.blockwise.segment_blockwise`.
@@ -141,10 +155,12 @@ def segment_large(
     from monai_embedseg.data.properties import load_properties
     from monai_embedseg.engines import read_thresholds
     from monai_embedseg.inferers.blockwise import (
-        DEFAULT_MARGIN,
         BlockPredictor,
         halo_from_properties,
         segment_blockwise,
+    )
+    from monai_embedseg.inferers.blockwise import (
+        logger as block_logger,
     )
 
     bundle, config_file, ckpt, props_file, _ = trained_model_files(bundle, checkpoint, properties, model)
@@ -199,7 +215,14 @@ def segment_large(
         device=device,
         precision=precision or parser.get_parsed_content("precision"),
     )
-    halo = halo_from_properties(props, DEFAULT_MARGIN if halo_margin is None else halo_margin)
+    if halo_margin is None:
+        from monai_embedseg.utils.files import check_output_apart
+
+        if isinstance(image, (str, os.PathLike)):  # refused before the measurement, as segment_blockwise will
+            check_output_apart([image], output)
+        halo_margin = _measured_margin(predictor, volume, spacing)
+        block_logger.info(f"receptive-field margin measured on the network: {list(halo_margin)} voxels")
+    halo = halo_from_properties(props, halo_margin)
     return segment_blockwise(
         volume,
         os.fspath(output),
@@ -216,3 +239,19 @@ def segment_large(
         overwrite=overwrite,
         progress=progress,
     )
+
+
+#: largest margin searched per axis (voxels), 2D / 3D; the sample read from the middle of the image is twice this
+#: plus a core of 16 (a 3D sample of 96^3 voxels keeps the measurement to seconds)
+MAX_MEASURED_MARGIN = {2: 128, 3: 40}
+
+
+def _measured_margin(predictor, volume, spacing) -> tuple[int, ...]:
+    """The receptive-field margin of ``predictor`` measured on a sample from the middle of ``volume``."""
+    from monai_embedseg.inferers.block_margin import measure_margin
+
+    shape = volume.spatial_shape
+    size = [min(s, 2 * MAX_MEASURED_MARGIN[len(shape)] + 16) for s in shape]
+    starts = [((s - c) // 2) // 8 * 8 for s, c in zip(shape, size)]  # a multiple of 8 from the start: block phase
+    sample = volume.read([slice(st, st + c) for st, c in zip(starts, size)])
+    return measure_margin(predictor, sample, spacing=spacing)

@@ -50,7 +50,8 @@ many of its kept objects touch its outer border (a sign that the halo is too sma
 by objects of two blocks are counted and reported.
 
 **Halo.** :func:`halo_from_properties`: per axis ``ceil(mean + 5 std)`` of the training objects' bounding-box extent
-(the crop-size statistic of :mod:`monai_embedseg.data.properties`, before rounding) plus ``margin`` voxels. Cores must
+(the crop-size statistic of :mod:`monai_embedseg.data.properties`, before rounding) plus ``margin`` voxels, which the
+command line measures on the network (:func:`~monai_embedseg.inferers.block_margin.measure_margin`). Cores must
 be at least as large as the halo (so a spill only reaches adjacent cores).
 
 **Execution.** Blocks are ``dask.delayed`` tasks: Dask's threaded scheduler by default (``workers`` threads in this
@@ -98,7 +99,8 @@ logger = logging.getLogger(__name__)
 #: group of the output store holding the resumable state of an unfinished run (deleted when the run completes)
 STATE_GROUP = "blockwise_state"
 _ATTR = "embedseg_blockwise"
-#: default receptive-field margin (voxels per axis) added to the object extent
+#: receptive-field margin (voxels per axis) added to the object extent when none is given; ``segment_large`` (the
+#: command line) measures it on the network instead (:func:`~monai_embedseg.inferers.block_margin.measure_margin`)
 DEFAULT_MARGIN = 8
 # memory model (bytes per voxel of an extended block): network activations of a whole-block BranchedERFNet forward
 # pass (inference mode), and the rest (input, prediction, clustering, ownership bookkeeping). Measured peaks above the
