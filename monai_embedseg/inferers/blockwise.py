@@ -70,18 +70,27 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from monai_embedseg.constants import FG_THRESH, NORMALIZE_PERCENTILES, SEED_THRESH
+from monai_embedseg.constants import FG_THRESH, SEED_THRESH
 from monai_embedseg.embedding import resolve_spacing
+from monai_embedseg.inferers.block_layout import (
+    BlockLayout,
+    choose_block_size,
+    estimate_block_memory,
+    halo_from_properties,
+    parse_memory,
+    per_axis,
+)
+from monai_embedseg.inferers.block_predictor import BlockPredictor
+from monai_embedseg.inferers.block_runner import BlockRunner
 
 __all__ = [
     "STATE_GROUP",
@@ -99,410 +108,9 @@ logger = logging.getLogger(__name__)
 #: group of the output store holding the resumable state of an unfinished run (deleted when the run completes)
 STATE_GROUP = "blockwise_state"
 _ATTR = "embedseg_blockwise"
-#: receptive-field margin (voxels per axis) added to the object extent when none is given; ``segment_large`` (the
-#: command line) measures it on the network instead (:func:`~monai_embedseg.inferers.block_margin.measure_margin`)
-DEFAULT_MARGIN = 8
-# memory model (bytes per voxel of an extended block): network activations of a whole-block BranchedERFNet forward
-# pass (inference mode), and the rest (input, prediction, clustering, ownership bookkeeping). Measured peaks above the
-# process's base: 90 B/voxel (trained synthetic_3d network, 465 objects in 9.8 M voxels), 97 (untrained), 114 (TTA);
-# the model below (124 / 160 with TTA) leaves ~30 % headroom.
-_NET_BYTES = 80
-_PIPE_BYTES = 40
 _CHUNK_EDGE = 64
 
 
-# ------------------------------------------------------------------------------------------------------------ layout
-def _tuple(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
-    out = (int(value),) * ndim if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
-    if len(out) != ndim:
-        raise ValueError(f"{name} {list(out)} needs {ndim} values (one per spatial axis).")
-    return out
-
-
-@dataclass(frozen=True)
-class BlockLayout:
-    """A grid of cores covering ``shape``, each grown by ``halo`` into its extended block.
-
-    Args:
-        shape: spatial shape ``(*spatial)`` of the volume.
-        block: core size per axis (clipped to ``shape``); the last core along an axis may be smaller.
-        halo: voxels added on each side of a core (clipped at the volume border).
-        align: an extended block starts a multiple of this from the volume's start and ends a multiple of it from
-            the volume's end: a CNN that downsamples by ``align`` (8 for ``BranchedERFNet``) is
-            translation-equivariant only for shifts by multiples of it, so an aligned block is seen at the same
-            sampling phase as in a whole-volume pass, also when TTA flips it (phase then counted from the end).
-
-    Raises:
-        ValueError: non-positive sizes, or a core smaller than the halo along an axis with more than one block.
-    """
-
-    shape: tuple[int, ...]
-    block: tuple[int, ...]
-    halo: tuple[int, ...]
-    align: int = 1
-
-    def __post_init__(self) -> None:
-        nd = len(self.shape)
-        object.__setattr__(self, "shape", _tuple(self.shape, nd, "shape"))
-        block = tuple(min(b, s) for b, s in zip(_tuple(self.block, nd, "block size"), self.shape))
-        object.__setattr__(self, "block", block)
-        object.__setattr__(self, "halo", _tuple(self.halo, nd, "halo"))
-        if min(self.shape) < 1 or min(self.block) < 1 or min(self.halo) < 0:
-            raise ValueError(f"invalid block layout: shape {self.shape}, block {self.block}, halo {self.halo}.")
-        small = [d for d in range(nd) if self.block[d] < self.shape[d] and self.block[d] < self.halo[d]]
-        if small:
-            need = [max(b, h) if b < s else b for b, h, s in zip(self.block, self.halo, self.shape)]
-            raise ValueError(
-                f"block size {list(self.block)} is smaller than the halo {list(self.halo)} that the objects need "
-                f"(largest object extent + receptive-field margin) along axis {small[0]}; use a block size of at "
-                f"least {need}."
-            )
-
-    @property
-    def grid(self) -> tuple[int, ...]:
-        """Number of blocks per axis."""
-        return tuple(math.ceil(s / b) for s, b in zip(self.shape, self.block))
-
-    @property
-    def n_blocks(self) -> int:
-        return math.prod(self.grid)
-
-    def position(self, i: int) -> tuple[int, ...]:
-        """Grid position of block ``i`` (C order)."""
-        return tuple(int(p) for p in np.unravel_index(int(i), self.grid))
-
-    def core(self, i: int) -> tuple[slice, ...]:
-        """Slices of the core of block ``i``."""
-        return tuple(slice(p * b, min((p + 1) * b, s)) for p, b, s in zip(self.position(i), self.block, self.shape))
-
-    def ext(self, i: int) -> tuple[slice, ...]:
-        """Slices of the extended block (core + halo, clipped) of block ``i``."""
-        a = max(1, int(self.align))
-        out = []
-        for c, h, s in zip(self.core(i), self.halo, self.shape):
-            start = max((c.start - h) // a * a, 0)  # a multiple of ``align`` from the volume's start
-            stop = s - max((s - c.stop - h) // a * a, 0)  # a multiple of ``align`` from the volume's end (flips)
-            out.append(slice(start, stop))
-        return tuple(out)
-
-    def neighbours(self, i: int) -> list[int]:
-        """Blocks whose grid position differs from block ``i``'s by at most 1 per axis (``i`` excluded)."""
-        pos = np.array(self.position(i))
-        out = []
-        for off in np.ndindex(*(3,) * len(self.shape)):
-            q = pos + np.array(off) - 1
-            if np.all(q >= 0) and np.all(q < self.grid) and np.any(q != pos):
-                out.append(int(np.ravel_multi_index(tuple(q), self.grid)))
-        return out
-
-    def ext_shape(self, i: int) -> tuple[int, ...]:
-        return tuple(s.stop - s.start for s in self.ext(i))
-
-
-def halo_from_properties(properties: dict, margin: int | Sequence[int] = DEFAULT_MARGIN) -> tuple[int, ...]:
-    """Halo per spatial axis from a bundle's dataset properties: largest object extent + receptive-field margin.
-
-    Args:
-        properties: ``dataset_properties.json`` content (see
-            :func:`~monai_embedseg.data.properties.compute_dataset_properties`): ``object_extent_mean`` and
-            ``object_extent_std`` (voxels per axis), else ``crop_size``.
-        margin: voxels added per axis for the network's receptive field at the block border.
-
-    Returns:
-        ``(*halo)`` voxels per axis: ``ceil(mean + 5 std) + margin``.
-
-    Raises:
-        ValueError: the properties hold neither object extents nor a crop size.
-    """
-    from monai_embedseg.data.properties import CROP_N_STD
-
-    if "object_extent_mean" in properties and "object_extent_std" in properties:
-        ext = [
-            math.ceil(m + CROP_N_STD * s)
-            for m, s in zip(properties["object_extent_mean"], properties["object_extent_std"])
-        ]
-    elif "crop_size" in properties:
-        ext = [int(c) for c in properties["crop_size"]]
-    else:
-        raise ValueError(
-            "the dataset properties hold no object extents (object_extent_mean / _std) nor crop_size; "
-            "pass the halo explicitly."
-        )
-    m = _tuple(margin, len(ext), "margin")
-    return tuple(int(e) + int(g) for e, g in zip(ext, m))
-
-
-def parse_memory(value: str | float) -> int:
-    """Bytes from ``"4GB"``, ``"4GiB"``, ``"500MB"``, ``4e9`` (Dask's rules: GB = 1e9, GiB = 2**30).
-
-    Raises:
-        ValueError: not a memory size.
-    """
-    from dask.utils import parse_bytes
-
-    try:
-        n = int(parse_bytes(value)) if isinstance(value, str) else int(value)
-    except (ValueError, TypeError):
-        raise ValueError(f"--memory-limit {value!r} is not a memory size (e.g. 4GB, 6GiB, 500MB).") from None
-    if n <= 0:
-        raise ValueError(f"--memory-limit must be positive, got {value!r}.")
-    return n
-
-
-def estimate_block_memory(
-    ext_shape: Sequence[int],
-    in_channels: int = 1,
-    tta: bool = False,
-    roi_size: Sequence[int] | None = None,
-    sw_batch_size: int = 1,
-) -> int:
-    """Peak bytes (above the process's base) of one block of extended shape ``ext_shape``.
-
-    The network's activations scale with what one network call sees (the whole block, or ``sw_batch_size``
-    windows of ``roi_size``); input, prediction, clustering and ownership arrays with the block.
-    """
-    v = math.prod(int(s) for s in ext_shape)
-    net_v = v if roi_size is None else min(v, math.prod(int(r) for r in roi_size) * int(sw_batch_size))
-    per_voxel = _PIPE_BYTES + 4 * int(in_channels) + (36 if tta else 0)
-    return int(v * per_voxel + net_v * _NET_BYTES)
-
-
-def choose_block_size(
-    shape: Sequence[int],
-    halo: Sequence[int],
-    memory_limit: int,
-    base_bytes: int = 0,
-    workers: int = 1,
-    estimate: Callable[[Sequence[int]], int] = estimate_block_memory,
-    multiple: int = 16,
-    align: int = 8,
-) -> tuple[int, ...]:
-    """The block layout with the least total work (voxels of all extended blocks) whose blocks fit a memory limit.
-
-    Every split of the volume into ``n_d`` blocks per axis (cores rounded up to a multiple of ``multiple``, at least
-    the halo) is considered; the one with the fewest extended-block voxels in all (the halo makes smaller blocks
-    costlier), then the fewest blocks, wins.
-
-    Args:
-        shape: spatial shape of the volume; halo: per axis.
-        memory_limit: bytes for the whole process (local run) or per worker; ``base_bytes`` of it are taken already
-            (interpreter, libraries, model); ``workers`` blocks run at the same time.
-        estimate: bytes of one block from its extended shape (:func:`estimate_block_memory`).
-        align: the extended blocks' alignment (see :class:`BlockLayout`), counted as extra voxels.
-
-    Returns:
-        ``(*block)`` core size.
-
-    Raises:
-        ValueError: even the smallest block (core = halo) does not fit.
-    """
-    import itertools
-
-    shape = [int(s) for s in shape]
-    halo = [int(h) for h in halo]
-    budget = (int(memory_limit) - int(base_bytes)) / max(1, int(workers))
-    a = max(1, int(align))
-
-    def axis(d: int, core: int) -> tuple[int, int, int]:
-        """(core, largest extended length, sum of the extended lengths of all blocks) along axis ``d``."""
-        s, h = shape[d], halo[d]
-        starts = range(0, s, core)
-        lengths = [(s - max((s - min(c + core, s) - h) // a * a, 0)) - max((c - h) // a * a, 0) for c in starts]
-        return core, max(lengths), sum(lengths)
-
-    options = []
-    for d in range(len(shape)):
-        cores: list[int] = []
-        n = 1
-        while True:  # n = 1, 2, ... then geometric steps: a few hundred candidate core sizes per axis at most
-            core = min(shape[d], math.ceil(math.ceil(shape[d] / n) / multiple) * multiple)
-            if core < shape[d] and core < max(halo[d], 1):
-                break
-            if not cores or core < cores[-1]:
-                cores.append(core)
-            if core <= multiple:
-                break
-            n = n + 1 if n < 64 else int(n * 1.05) + 1
-        options.append([axis(d, c) for c in cores])
-    best = None
-    for head in itertools.product(*options[:-1]):
-        for last in options[-1]:  # cores shrink along the list: the first that fits costs the least on this axis
-            combo = (*head, last)
-            if estimate([e for _, e, _ in combo]) <= budget:
-                count = math.prod(math.ceil(s / c) for s, (c, _, _) in zip(shape, combo))
-                key = (math.prod(t for _, _, t in combo), count)
-                if best is None or key < best[0]:
-                    best = (key, tuple(c for c, _, _ in combo))
-                break
-    if best is None:
-        need = estimate([o[-1][1] for o in options]) * max(1, workers) + base_bytes
-        raise ValueError(
-            f"memory limit {memory_limit / 2**30:.2f} GiB is too small: one block with the halo {halo} needs "
-            f"about {need / 2**30:.2f} GiB; raise --memory-limit."
-        )
-    return best[1]
-
-
-# --------------------------------------------------------------------------------------------------------- predictor
-def _load_bundle_network(bundle: str, checkpoint: str) -> torch.nn.Module:
-    """The bundle's ``network_def`` with the checkpoint's weights, in eval mode, on the CPU."""
-    from monai.bundle import ConfigParser
-
-    from monai_embedseg.utils import load_weights
-
-    parser = ConfigParser()
-    parser.read_config(os.path.join(bundle, "configs", "inference.json"))
-    parser["bundle_root"] = bundle
-    return load_weights(parser.get_parsed_content("network_def"), checkpoint, map_location="cpu").eval()
-
-
-def _module_digest(module: torch.nn.Module) -> str:
-    h = hashlib.sha1()
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-class BlockPredictor:
-    """Raw EmbedSeg prediction of one image block, picklable, with the network built once per process.
-
-    Args:
-        network: a network ``(B, C_in, *spatial) -> (B, C, *spatial)`` (``nn.Module`` or any callable; pickled with
-            the task graph, so one copy per Dask worker).
-        network_factory: instead of ``network``, a picklable function returning it, called once per process (e.g.
-            ``functools.partial`` loading a checkpoint: workers read the weights themselves).
-        roi_size: sliding-window size inside a block (``None``: the whole block in one network call).
-        overlap, sw_batch_size: sliding-window settings; tta: the 8 (2D) / 16 (3D) fold test-time augmentation.
-        spacing: voxel size (z, y, x), for TTA (rotations only when y and x sizes are equal).
-        device: where the network runs (``None``: CUDA when available, else CPU); the output is on the CPU.
-        precision: ``FastForward`` precision for ``nn.Module`` networks (``"float32"``, ``"bfloat16"``, ``"auto"``;
-            ``None``: call the network as it is).
-        percentiles: the per-image intensity normalisation (low, high percentile mapped to 0, 1; ``None``: feed the
-            image as float32 unchanged). The values are computed once over the whole volume by
-            :func:`segment_blockwise` and passed to every call.
-        threads: torch CPU threads in the calling process (``None``: leave as is).
-        fingerprint: a string identifying the network for resuming (default: a digest of the weights, or the
-            factory's arguments).
-
-    ``__call__(image (C_in, *spatial) numpy, intensity_range (C_in, 2) | None) -> (C, *spatial)`` float32 CPU tensor.
-    """
-
-    def __init__(
-        self,
-        network: Callable | None = None,
-        network_factory: Callable[[], Callable] | None = None,
-        roi_size: Sequence[int] | None = None,
-        overlap: float = 0.25,
-        sw_batch_size: int = 1,
-        tta: bool = False,
-        spacing: Sequence[float] | None = None,
-        device: str | None = None,
-        precision: str | None = "float32",
-        percentiles: Sequence[float] | None = NORMALIZE_PERCENTILES,
-        threads: int | None = None,
-        fingerprint: str | None = None,
-    ) -> None:
-        if (network is None) == (network_factory is None):
-            raise ValueError("pass exactly one of network and network_factory.")
-        self._network = network
-        self.network_factory = network_factory
-        self.roi_size = None if roi_size is None else [int(r) for r in roi_size]
-        self.overlap = float(overlap)
-        self.sw_batch_size = int(sw_batch_size)
-        self.tta = bool(tta)
-        self.spacing = None if spacing is None else [float(s) for s in spacing]
-        self.device = device
-        self.precision = precision
-        self.percentiles = None if percentiles is None else [float(p) for p in percentiles]
-        self.threads = threads
-        self._fingerprint = fingerprint
-        self._runner: Any = None
-
-    @classmethod
-    def from_bundle(cls, bundle: str, checkpoint: str | None = None, **kwargs: Any) -> BlockPredictor:
-        """A predictor running ``bundle``'s network with ``checkpoint`` (default ``<bundle>/models/model.pt``).
-
-        Every process (Dask worker) loads the checkpoint once. ``kwargs`` go to :class:`BlockPredictor`.
-        """
-        bundle = os.path.abspath(bundle)
-        checkpoint = os.path.abspath(checkpoint or os.path.join(bundle, "models", "model.pt"))
-        st = os.stat(checkpoint)
-        kwargs.setdefault("fingerprint", f"{checkpoint}:{st.st_size}:{int(st.st_mtime)}")
-        return cls(network_factory=functools.partial(_load_bundle_network, bundle, checkpoint), **kwargs)
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_runner"] = None  # built again in each process
-        return state
-
-    def fingerprint(self) -> str:
-        """What identifies this predictor when a run is resumed (network weights and inference settings)."""
-        if self._fingerprint is None:
-            if isinstance(self._network, torch.nn.Module):
-                net = f"{type(self._network).__name__}:{_module_digest(self._network)}"
-            elif self._network is not None:
-                net = getattr(self._network, "fingerprint", None) or type(self._network).__qualname__
-            else:
-                net = repr(self.network_factory)
-            self._fingerprint = str(net)
-        settings = [self.roi_size, self.overlap, self.tta, self.precision, self.percentiles]
-        return f"{self._fingerprint}|{json.dumps(settings)}"
-
-    def runner(self) -> Callable:
-        """The network as called (built on first use in this process, moved to the device, ``FastForward``)."""
-        if self._runner is None:
-            from monai_embedseg.networks.nets import FastForward
-
-            net = self._network if self._network is not None else self.network_factory()
-            if isinstance(net, torch.nn.Module):
-                net = net.to(self._device()).eval()
-                if self.precision is not None:
-                    net = FastForward(net, precision=self.precision).eval()
-            self._runner = net
-        return self._runner
-
-    def _device(self) -> torch.device:
-        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-    def normalise(self, image: np.ndarray, intensity_range: np.ndarray | None) -> torch.Tensor:
-        """``image (C, *spatial)`` -> float32 tensor, each channel scaled as MONAI's ``ScaleIntensityRange`` does."""
-        from monai.transforms import ScaleIntensityRange
-
-        x = torch.as_tensor(np.asarray(image, dtype=np.float32))
-        if intensity_range is None:
-            return x
-        rng = np.asarray(intensity_range, dtype=np.float32).reshape(x.shape[0], 2)
-        out = torch.empty_like(x)
-        for c in range(x.shape[0]):
-            lo, hi = (torch.tensor(v, dtype=torch.float32) for v in rng[c])
-            out[c] = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=False, dtype=np.float32)(x[c])
-        return out
-
-    def __call__(self, image: np.ndarray, intensity_range: np.ndarray | None = None) -> torch.Tensor:
-        """Raw prediction ``(C, *spatial)`` (float32, CPU) of ``image (C_in, *spatial)``."""
-        from monai_embedseg.inferers import EmbedSegInferer
-
-        if self.threads:
-            torch.set_num_threads(int(self.threads))
-        device = self._device()
-        inferer = EmbedSegInferer(
-            roi_size=self.roi_size,
-            sw_batch_size=self.sw_batch_size,
-            overlap=self.overlap,
-            tta=self.tta,
-            spacing=self.spacing,
-            sw_device=device,
-            device="cpu",
-            tta_batch_size=1,
-        )
-        x = self.normalise(image, intensity_range)[None]
-        with torch.inference_mode():
-            pred = inferer(x, self.runner())[0]
-        return pred.float().cpu()
-
-
-# ------------------------------------------------------------------------------------------------------ block tasks
 @dataclass
 class _Job:
     """Everything a block task needs (small and picklable; the predictor travels separately)."""
@@ -664,79 +272,6 @@ def _merge_block(job: _Job, i: int, ids_key: float) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------- scheduling
-class _Runner:
-    """Runs lists of ``dask.delayed`` tasks on the chosen scheduler, with a progress bar and a callback per result."""
-
-    def __init__(self, scheduler: Any = None, workers: int = 1) -> None:
-        self.client = None
-        self._own_client = False
-        self.workers = max(1, int(workers))
-        if scheduler is None or scheduler in ("threads", "synchronous", "sync", "single-threaded"):
-            self.local = "threads" if scheduler in (None, "threads") else "synchronous"
-        else:
-            from dask.distributed import Client
-
-            self.local = None
-            if isinstance(scheduler, str):
-                try:
-                    self.client = Client(scheduler, timeout="30s")
-                except OSError as e:
-                    raise ValueError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
-                self._own_client = True
-            else:
-                self.client = scheduler
-
-    def close(self) -> None:
-        if self._own_client and self.client is not None:
-            self.client.close()
-
-    def compute(self, tasks: list) -> list:
-        """Results of ``tasks`` in order (no progress bar): for small passes like the percentiles."""
-        import dask
-
-        if self.client is not None:
-            return self.client.gather(self.client.compute(tasks))
-        return list(dask.compute(*tasks, scheduler=self.local, num_workers=self.workers))
-
-    def run(self, tasks: list, desc: str, on_result: Callable[[dict], None], progress: bool = True) -> None:
-        """Run ``tasks`` (each returning a dict), calling ``on_result`` as each finishes; the first error is raised."""
-        import dask
-        from dask.callbacks import Callback
-        from tqdm import tqdm
-
-        if not tasks:
-            return
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        keys = {str(t.key) for t in tasks}
-        with (
-            tqdm(total=len(tasks), desc=desc, unit="block", disable=not progress) as bar,
-            logging_redirect_tqdm(loggers=[logger] if progress and logger.handlers else []),
-        ):
-            if self.client is not None:
-                from dask.distributed import as_completed
-
-                futures = self.client.compute(tasks)
-                try:
-                    for fut in as_completed(futures):
-                        on_result(fut.result())
-                        bar.update()
-                except BaseException:
-                    self.client.cancel(futures)
-                    raise
-                return
-
-            class _Progress(Callback):
-                def _posttask(self, key, result, dsk, state, worker_id):
-                    if str(key) in keys:
-                        on_result(result)
-                        bar.update()
-
-            with _Progress():
-                dask.compute(*tasks, scheduler=self.local, num_workers=self.workers)
-
-
-# ----------------------------------------------------------------------------------------------------------- driver
 def _normalise_json(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
@@ -842,9 +377,9 @@ def segment_blockwise(
     shape = tuple(volume.spatial_shape)
     nd = len(shape)
     spacing = resolve_spacing(spacing if spacing is not None else volume.spacing, nd)
-    halo = _tuple(halo, nd, "halo")
+    halo = per_axis(halo, nd, "halo")
     runner_workers = int(workers) if workers else 1
-    runner = _Runner(scheduler, runner_workers)
+    runner = BlockRunner(scheduler, runner_workers)
     try:
         if block_size is None:
             import psutil
@@ -870,7 +405,7 @@ def segment_blockwise(
                 sw_batch_size=predictor.sw_batch_size,
             )
             block_size = choose_block_size(shape, halo, limit, base_bytes=base, workers=par, estimate=est, align=align)
-        layout = BlockLayout(shape, _tuple(block_size, nd, "block size"), halo, align)
+        layout = BlockLayout(shape, per_axis(block_size, nd, "block size"), halo, align)
         if runner.client is None:
             threads = configure_threads()
             if runner_workers > 1:
@@ -963,7 +498,7 @@ def segment_blockwise(
     return summary
 
 
-def _run_phases(job: _Job, predictor: BlockPredictor, runner: _Runner, progress: bool) -> dict:
+def _run_phases(job: _Job, predictor: BlockPredictor, runner: BlockRunner, progress: bool) -> dict:
     """Phase 1 (predict + cluster the pending blocks), id assignment, phase 2 (merge into the output), finish."""
     import dask
     import zarr
