@@ -13,6 +13,7 @@ import pytest
 import tifffile
 
 import monai_embedseg.data.download as dl
+from monai_embedseg.cli.download_command import main as download_main
 from monai_embedseg.data.datalist import release_datalist
 
 IMG = np.arange(12, dtype=np.uint16).reshape(3, 4)
@@ -219,9 +220,9 @@ def test_interrupted_install_is_redone(tmp_path, fake):
 
 def test_cli(tmp_path, fake, monkeypatch, capsys):
     target = tmp_path / "cli"
-    assert dl.main(["dsb2018", str(target), "--no-progress"]) == 0
+    assert download_main(["dsb2018", str(target), "--no-progress"]) == 0
     assert capsys.readouterr().out.strip() == str(target.resolve())
-    assert dl.main(["--list"]) == 0
+    assert download_main(["--list"]) == 0
     listed = capsys.readouterr().out
     assert all(k in listed for k in dl.DATASETS)
 
@@ -229,6 +230,6 @@ def test_cli(tmp_path, fake, monkeypatch, capsys):
         raise urllib.error.URLError("no route")
 
     monkeypatch.setattr(dl, "download_url", offline)
-    assert dl.main(["bbbc010", str(tmp_path / "b"), "--no-progress"]) == 1
+    assert download_main(["bbbc010", str(tmp_path / "b"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "bbbc010-2012.zip" in err and "offline" in err

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import runpy
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from monai_embedseg.cli.properties_command import main
 from monai_embedseg.data import compute_dataset_properties, load_properties, save_properties, write_tiff
-from monai_embedseg.data.properties import compute_release_properties, main
+from monai_embedseg.data.properties import compute_release_properties
 
 
 def _brute_force(labels, one_hot=False):
@@ -172,12 +171,10 @@ def test_release_and_cli(tmp_path, capsys):
     assert "split 'val' not found" in capsys.readouterr().err
 
 
-@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
-def test_cli_module(tmp_path, capsys, monkeypatch):
-    """``python -m monai_embedseg.data.properties DIR`` (run in-process with runpy to skip a fresh interpreter)."""
+def test_monai_embedseg_properties_command(tmp_path, capsys):
+    """``monai-embedseg properties DIR`` prints the JSON."""
+    from monai_embedseg.cli import main as cli_main
+
     _tiny_release(tmp_path / "ds")
-    monkeypatch.setattr(sys, "argv", ["properties", str(tmp_path / "ds")])
-    with pytest.raises(SystemExit) as exc:
-        runpy.run_module("monai_embedseg.data.properties", run_name="__main__", alter_sys=False)
-    assert exc.value.code == 0
+    assert cli_main(["properties", str(tmp_path / "ds")]) == 0
     assert json.loads(capsys.readouterr().out)["crop_size"] == [8, 8]

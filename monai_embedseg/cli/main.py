@@ -105,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fast", action="store_true", help="the bundle's CPU profile (configs/train_fast.json)")
 
     sub.add_parser(
+        "download",
+        add_help=False,
+        help="download one of the paper's datasets in the release layout; see download --help",
+    )
+    sub.add_parser(
         "properties",
         add_help=False,
         help="dataset properties (crop size, min object size, ...) as JSON; see properties --help",
@@ -112,9 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["properties"]:  # its own parser, so that `properties --help` lists its options
-        from monai_embedseg.data.properties import main as properties_main
+        from monai_embedseg.cli.properties_command import main as properties_main
 
-        return properties_main(argv[1:], prog="monai-embedseg properties")
+        return properties_main(argv[1:])
+    if argv[:1] == ["download"]:
+        from monai_embedseg.cli.download_command import main as download_main
+
+        return download_main(argv[1:])
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

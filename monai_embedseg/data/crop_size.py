@@ -61,9 +61,7 @@ def fit_crop_size(
     needed = ("crop_size", "object_extent_mean", "object_extent_std", "image_shape_min")
     missing = [k for k in needed if k not in properties]
     if missing:
-        raise ValueError(
-            f"dataset properties lack {missing}; recompute them (python -m monai_embedseg.data.properties)."
-        )
+        raise ValueError(f"dataset properties lack {missing}; recompute them (monai-embedseg properties DATASET_DIR).")
     start = np.asarray(properties["crop_size"], np.float64)
     mean = np.asarray(properties["object_extent_mean"], np.float64)
     std = np.asarray(properties["object_extent_std"], np.float64)

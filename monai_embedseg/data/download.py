@@ -16,19 +16,17 @@ computed by a third party (the torch-em loader for the EmbedSeg data) is known a
 
 Command line::
 
-    python -m monai_embedseg.data.download NAME DATASET_DIR [--sha256 HEX]
-    python -m monai_embedseg.data.download --list
+    monai-embedseg download NAME DATASET_DIR [--sha256 HEX]
+    monai-embedseg download --list
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import urllib.error
 from collections.abc import Sequence
@@ -51,7 +49,6 @@ __all__ = [
     "has_release_layout",
     "prepare_dataset",
     "sha256_of_file",
-    "main",
 ]
 
 #: base URL of the EmbedSeg release that holds the archives
@@ -364,41 +361,3 @@ def _install(staged: Path, dataset_dir: Path, splits: Sequence[str]) -> None:
         os.replace(staged / s, dataset_dir / s)
     os.replace(staged / SHA_FILE, dataset_dir / SHA_FILE)
     marker.unlink()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m monai_embedseg.data.download NAME DATASET_DIR [--sha256 HEX] [--url URL]``.
-
-    Returns:
-        exit status: 0 on success, 1 when the data could not be prepared (the reason is printed to stderr).
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m monai_embedseg.data.download",
-        description="Download one of the EmbedSeg paper's datasets into DATASET_DIR in the release layout.",
-    )
-    parser.add_argument("name", nargs="?", help=f"dataset: {', '.join(DATASETS)}")
-    parser.add_argument("dataset_dir", nargs="?", help="target folder (receives train/, test/, SHA256)")
-    parser.add_argument("--sha256", default=None, help="expected SHA-256 of the archive")
-    parser.add_argument("--url", default=None, help="download from this URL instead (e.g. a mirror)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--list", action="store_true", help="list the datasets and their URLs, then exit")
-    args = parser.parse_args(argv)
-    if args.list:
-        for key, info in DATASETS.items():
-            print(f"{key:28s} {info.url or '(manual download, see prepare_dataset error)'}")
-        return 0
-    if not args.name or not args.dataset_dir:
-        parser.error("NAME and DATASET_DIR are required (or --list).")
-    try:
-        out = prepare_dataset(
-            args.name, args.dataset_dir, sha256=args.sha256, url=args.url, progress=not args.no_progress
-        )
-    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,18 +2,16 @@
 
 Usage from the command line (release layout, see :mod:`monai_embedseg.data.datalist`)::
 
-    python -m monai_embedseg.data.properties DATASET_DIR [--splits train val] [--spacing 2 1 1] [--output FILE]
+    monai-embedseg properties DATASET_DIR [--splits train val] [--spacing 2 1 1] [--output FILE]
 
 prints the properties as JSON and writes them to ``FILE`` when ``--output`` is given.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -256,45 +254,3 @@ def load_properties(path: PathLike) -> dict:
     if not isinstance(props, dict):
         raise ValueError(f"properties file {path} must hold a JSON object, got {type(props).__name__}.")
     return props
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "python -m monai_embedseg.data.properties") -> int:
-    """Command-line entry point; see the module docstring. Returns the exit code (2 on an error)."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Compute dataset properties (object sizes and extents, crop size, foreground weight) from the "
-        "masks of a release-layout dataset.",
-    )
-    parser.add_argument("dataset_dir", help="dataset folder holding <split>/images and <split>/masks")
-    parser.add_argument("--splits", nargs="+", default=["train"], help="splits to include (default: train)")
-    parser.add_argument(
-        "--spacing",
-        nargs="+",
-        type=float,
-        default=None,
-        help="pixel size per spatial axis, z y x order (default: from the files, else 1)",
-    )
-    parser.add_argument(
-        "--one-hot",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="use masks_onehot (default auto: when every split has it)",
-    )
-    parser.add_argument("--output", default=None, help="write the JSON to this file")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    args = parser.parse_args(argv)
-    one_hot = {"auto": "auto", "yes": True, "no": False}[args.one_hot]
-    try:
-        props = compute_release_properties(args.dataset_dir, args.splits, spacing=args.spacing, one_hot=one_hot)
-        text = json.dumps(props, indent=2, sort_keys=True)
-        if args.output:
-            save_properties(props, args.output, overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
