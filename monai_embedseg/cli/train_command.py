@@ -32,7 +32,7 @@ def train(
     Raises:
         FileNotFoundError, FileExistsError, ValueError: one line naming the problem (and the file).
     """
-    from monai_embedseg.bundle.checks import EXPLAINED, root_cause
+    from monai_embedseg.bundle.checks import EXPLAINED, check_training_settings, root_cause
     from monai_embedseg.bundle.paths import trust_notice
 
     configs = Path(bundle) / "configs"
@@ -40,9 +40,8 @@ def train(
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"{bundle} is not a trainable bundle folder: {missing[0]} does not exist.")
-    epochs = (overrides or {}).get("epochs")
-    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
-        raise ValueError(f"--epochs must be a whole number of at least 1, got {epochs!r}.")
+    if "epochs" in (overrides or {}):
+        check_training_settings(overrides["epochs"])  # the bundle's own first step, here before MONAI loads
     trust_notice(bundle)
     from monai.bundle import ConfigWorkflow
 
