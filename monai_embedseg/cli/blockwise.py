@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from monai_embedseg.cli._common import _check_device
+
 __all__ = ["run_from_args", "segment_large", "wants_blockwise"]
 
 _BLOCK_OPTIONS = ("block_size", "memory_limit", "scheduler")
@@ -202,10 +204,7 @@ def segment_large(
             "(pass --spacing to change)"
         )
     if device is not None:
-        import torch
-
-        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: this PyTorch build has no usable CUDA device; use --device cpu.")
+        _check_device(device)
     predictor = BlockPredictor.from_bundle(
         str(bundle),
         str(ckpt),
