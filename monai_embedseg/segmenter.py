@@ -16,11 +16,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["Segmenter", "load_exported_network"]
+__all__ = ["Segmenter", "exported_network_overrides"]
 
 
-def load_exported_network(path: str | os.PathLike, device: str | torch.device | None = None) -> torch.nn.Module:
-    """An exported network: ONNX (``.onnx``, run by ONNX Runtime) or TorchScript (any other suffix), in eval mode.
+def exported_network_overrides(path: str | os.PathLike, device: str | torch.device | None = None) -> dict:
+    """Config overrides that run an exported network instead of the bundle's ``network_def`` + weights: ONNX
+    (``.onnx``, run by ONNX Runtime as exported, so in float32) or TorchScript (any other suffix), in eval mode.
 
     Raises:
         ValueError: the file is not a TorchScript model.
@@ -29,9 +30,9 @@ def load_exported_network(path: str | os.PathLike, device: str | torch.device | 
     if path.endswith(".onnx"):
         from monai_embedseg.networks.nets import OnnxNetwork
 
-        return OnnxNetwork(path).eval()
+        return {"network": OnnxNetwork(path).eval(), "precision": "float32"}
     try:
-        return torch.jit.load(path, map_location=device or "cpu").eval()
+        return {"network": torch.jit.load(path, map_location=device or "cpu").eval()}
     except Exception as e:  # torch raises RuntimeError/ValueError variants for non-TorchScript files
         raise ValueError(f"{path} is not a TorchScript model ({type(e).__name__}: {e}).") from None
 
@@ -103,7 +104,7 @@ class Segmenter:
         if device is not None:
             parser["device"] = f"$torch.device({str(device)!r})"
         if resolved.exported:
-            parser["network"] = load_exported_network(resolved.weights, device)
+            parser.update(exported_network_overrides(resolved.weights, device))
         self.spatial_dims = int(parser.get_parsed_content("spatial_dims"))
         self.in_channels = int(parser.get_parsed_content("in_channels"))
         self.device = parser.get_parsed_content("device")

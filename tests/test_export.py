@@ -98,3 +98,30 @@ def test_onnx_export_equals_pytorch_on_odd_sizes(spatial_dims, shape, tmp_path):
     with pytest.raises(ValueError, match="not a readable ONNX model"):
         (tmp_path / "bad.onnx").write_bytes(b"nope")
         OnnxNetwork(str(tmp_path / "bad.onnx"))
+
+
+def test_segmenter_runs_an_onnx_network_as_segment_does(tmp_path):
+    """The interactive Segmenter and ``segment --model m.onnx`` run an exported network the same way (float32)."""
+    from monai_embedseg.networks.nets import export_onnx
+    from monai_embedseg.segmenter import Segmenter
+
+    torch.manual_seed(0)
+    net = BranchedERFNet(2, 1, init_offset_scale=None, init_sigma_bias=None).eval()
+    with torch.no_grad():
+        net.decoders[1][-1].bias.fill_(2.0)  # seeds around 0.9: objects start
+    models = tmp_path / "models"
+    models.mkdir()
+    export_onnx(net, str(models / "m.onnx"), 2, 1)
+    (models / "dataset_properties.json").write_text(json.dumps({"min_object_size": 4, "crop_size": [32, 32]}))
+    (models / "thresholds.json").write_text(json.dumps({"seed_thresh": 0.85, "fg_thresh": 0.5, "min_object_size": 4}))
+    data = tmp_path / "data"
+    write_synthetic_dataset(
+        str(data), "nuclei_2d", n_train=1, n_test=1, seed=2, shape=(48, 64), n_objects=(3, 4), radius=(4, 6)
+    )
+    image_file = sorted((data / "test" / "images").iterdir())[0]
+    cli = ["segment", str(image_file), "--bundle", bundle_path("dsb2018"), "--model", str(models / "m.onnx")]
+    assert main([*cli, "--no-tta", "--precision", "bfloat16", "--output", str(tmp_path / "o")]) == 0
+    expected = read_tiff(str(next((tmp_path / "o").glob("*_labels.tif"))))
+    segmenter = Segmenter(model=str(models / "m.onnx"), bundle=bundle_path("dsb2018"), tta=False, precision="bfloat16")
+    labels = segmenter(read_tiff(str(image_file)))
+    assert expected.max() > 0 and np.array_equal(labels, expected)

@@ -96,18 +96,11 @@ def segment(
     optional = dict(roi_size=roi_size, precision=precision, spacing=spacing, image_channel_dim=image_channel_dim)
     overrides.update({k: list(v) if isinstance(v, (list, tuple)) else v for k, v in optional.items() if v is not None})
     if exported:
-        overrides.update(_exported_network(weights, device))
+        from monai_embedseg.segmenter import exported_network_overrides
+
+        overrides.update(exported_network_overrides(weights, device))
     _run_inference_workflow(bundle_dir, overrides, files)
     return targets
-
-
-def _exported_network(path: Path, device: str | None) -> dict:
-    """Overrides that run an exported TorchScript / ONNX network instead of the bundle's ``network_def`` + weights."""
-    from monai_embedseg.segmenter import load_exported_network
-
-    network = load_exported_network(path, device)
-    # ONNX Runtime runs the network as exported
-    return {"network": network, **({"precision": "float32"} if path.suffix == ".onnx" else {})}
 
 
 def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[Path]) -> None:
