@@ -397,14 +397,7 @@ class SegmentWidget(QWidget):
             import zarr
 
             labels = zarr.open_array(str(output), path="0", mode="r")
-            name = f"{layer.name} labels"
-            existing = {x.name: x for x in self._layers("Labels")}
-            d = np.ndim(data)
-            geometry = {"scale": tuple(layer.scale)[-d:], "translate": tuple(layer.translate)[-d:]}
-            if name in existing:
-                existing[name].data = labels
-            else:
-                self.viewer.add_labels(labels, name=name, **geometry)
+            self._put_layer("Labels", labels, f"{layer.name} labels", layer, np.ndim(data))
             self.last_seconds = time.perf_counter() - started
             self._say(
                 f"{summary['objects']} objects in {self.last_seconds:.1f} s, block by block ({summary['blocks']} "
@@ -448,19 +441,24 @@ class SegmentWidget(QWidget):
         self._cancelled = True
         self._say("cancelling ...")
 
-    def _layer_geometry(self) -> dict:
-        d = self.segmenter.spatial_dims
-        layer = self._image_layer
-        return {"scale": tuple(layer.scale)[-d:], "translate": tuple(layer.translate)[-d:]}
+    def _put_layer(self, kind: str, data, name: str, image_layer, spatial_dims: int, **style) -> None:
+        """Show ``data`` in the ``kind`` layer ``name`` ("Labels" or "Image"): its data replaced when it exists, else
+        added at the spatial scale and translate of ``image_layer``."""
+        existing = {layer.name: layer for layer in self._layers(kind)}
+        if name in existing:
+            existing[name].data = data
+            return
+        geometry = {
+            "scale": tuple(image_layer.scale)[-spatial_dims:],
+            "translate": tuple(image_layer.translate)[-spatial_dims:],
+        }
+        add = self.viewer.add_labels if kind == "Labels" else self.viewer.add_image
+        add(data, name=name, **geometry, **style)
 
     def _show_labels(self) -> None:
         labels = self.segmenter.cluster(**self.thresholds)
-        name = f"{self._image_layer.name} labels"
-        existing = {layer.name: layer for layer in self._layers("Labels")}
-        if name in existing:
-            existing[name].data = labels
-        else:
-            self.viewer.add_labels(labels, name=name, **self._layer_geometry())
+        layer = self._image_layer
+        self._put_layer("Labels", labels, f"{layer.name} labels", layer, self.segmenter.spatial_dims)
         n = int(labels.max())
         timing = f" in {self.last_seconds:.1f} s" if self.last_seconds is not None else ""
         self._say(
@@ -473,12 +471,9 @@ class SegmentWidget(QWidget):
         import torch
 
         seed = torch.sigmoid(self.segmenter.prediction[-1]).numpy()
-        name = f"{self._image_layer.name} seeds"
-        existing = {layer.name: layer for layer in self._layers("Image")}
-        if name in existing:
-            existing[name].data = seed
-        else:
-            self.viewer.add_image(seed, name=name, colormap="magma", blending="additive", **self._layer_geometry())
+        layer = self._image_layer
+        d = self.segmenter.spatial_dims
+        self._put_layer("Image", seed, f"{layer.name} seeds", layer, d, colormap="magma", blending="additive")
 
     # -- training --------------------------------------------------------------------------------------------------
     def _show_progress(self, message: str, step: int, total: int) -> None:
