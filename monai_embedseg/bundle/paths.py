@@ -59,11 +59,11 @@ def bundle_path(name: str) -> str:
     return str(BUNDLES_DIR / name)
 
 
-def bundle_workflow(name: str, workflow_type: str, config_files: Sequence[str], **overrides):
-    """MONAI ``ConfigWorkflow`` of the shipped bundle ``name``, as ``python -m monai.bundle run`` would build it.
+def bundle_workflow(bundle: str | os.PathLike, workflow_type: str, config_files: Sequence[str], **overrides):
+    """MONAI ``ConfigWorkflow`` of a bundle, as ``python -m monai.bundle run`` would build it.
 
     Args:
-        name: bundle name (see :func:`bundle_path`).
+        bundle: a bundle folder (holding ``configs/``), or the name of a shipped bundle (see :func:`bundle_path`).
         workflow_type: ``"train"``, ``"eval"`` or ``"infer"``.
         config_files: file names under ``configs/``, merged in order (e.g. ``["train.json", "evaluate.json"]``).
         overrides: config overrides (``epochs=1``, ``**{"validate#tta": False}``).
@@ -73,7 +73,8 @@ def bundle_workflow(name: str, workflow_type: str, config_files: Sequence[str], 
     """
     from monai.bundle import ConfigWorkflow
 
-    configs = Path(bundle_path(name)) / "configs"
+    root = Path(bundle) if (Path(bundle) / "configs").is_dir() else Path(bundle_path(str(bundle)))
+    configs = root / "configs"
     config = [str(configs / f) for f in config_files]
     return ConfigWorkflow(
         config_file=config if len(config) > 1 else config[0],

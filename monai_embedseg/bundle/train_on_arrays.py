@@ -65,8 +65,8 @@ def train_on_arrays(
         FileExistsError: ``output_dir`` already holds a trained model.
     """
     from ignite.engine import Events
-    from monai.bundle import ConfigWorkflow
 
+    from monai_embedseg.bundle.paths import bundle_workflow
     from monai_embedseg.data.io import write_tiff
     from monai_embedseg.labels import check_instance_labels
 
@@ -90,13 +90,11 @@ def train_on_arrays(
         for i, (image, label) in enumerate(items):
             write_tiff(str(data / split / "images" / f"painted_{i:03d}.tif"), image, overwrite=True)
             write_tiff(str(data / split / "masks" / f"painted_{i:03d}.tif"), label, overwrite=True)
-    configs = bundle / "configs"
-    files = [str(configs / f) for f in ("train.json", "train_fast.json") if (configs / f).is_file()]
-    workflow = ConfigWorkflow(
-        config_file=files,
-        meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"),
-        workflow_type="train",
+    files = [f for f in ("train.json", "train_fast.json") if (bundle / "configs" / f).is_file()]
+    workflow = bundle_workflow(
+        bundle,
+        "train",
+        files,
         bundle_root=str(bundle),
         dataset_dir=str(data),
         output_dir=str(output_dir),

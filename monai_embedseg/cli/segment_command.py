@@ -107,20 +107,13 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
     """Run ``inference.json`` of ``bundle_dir`` with ``overrides``: a progress bar over ``files`` and errors that
     name the image being processed."""
     from ignite.engine import Events
-    from monai.bundle import ConfigWorkflow
     from tqdm import tqdm
 
     from monai_embedseg.bundle.checks import root_cause
+    from monai_embedseg.bundle.paths import bundle_workflow
     from monai_embedseg.data.intensity_check import sparse_intensity_warning
 
-    configs = bundle_dir / "configs"
-    workflow = ConfigWorkflow(
-        config_file=str(configs / "inference.json"),
-        meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"),
-        workflow_type="infer",
-        **overrides,
-    )
+    workflow = bundle_workflow(bundle_dir, "infer", ["inference.json"], **overrides)
     workflow.initialize()
     parser = workflow.parser
     spatial_dims, in_channels = int(parser.get_parsed_content("spatial_dims")), int(parser["in_channels"])

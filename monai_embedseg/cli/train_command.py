@@ -43,20 +43,14 @@ def train(
     if "epochs" in (overrides or {}):
         check_training_settings(overrides["epochs"])  # the bundle's own first step, here before MONAI loads
     trust_notice(bundle)
-    from monai.bundle import ConfigWorkflow
+    from monai_embedseg.bundle.paths import bundle_workflow
 
     settings = dict(overrides or {})
     for key, value in (("dataset_dir", dataset_dir), ("output_dir", output_dir)):
         if value is not None:
             settings[key] = str(value)
     try:
-        workflow = ConfigWorkflow(
-            config_file=[str(f) for f in files],
-            meta_file=str(configs / "metadata.json"),
-            logging_file=str(configs / "logging.conf"),
-            workflow_type="train",
-            **settings,
-        )
+        workflow = bundle_workflow(bundle, "train", [f.name for f in files], **settings)
         workflow.initialize()
         workflow.run()
         workflow.finalize()
