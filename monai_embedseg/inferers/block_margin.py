@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from monai_embedseg.constants import NORMALIZE_PERCENTILES
 from monai_embedseg.embedding import decode_prediction
 
 __all__ = ["measure_margin", "prediction_agreement"]
@@ -59,7 +58,8 @@ def measure_margin(
             network on the same voxels).
         image: a representative raw sample ``(C, *spatial)``, e.g. the middle of the volume; its start should lie a
             multiple of ``step`` from the volume's start (block alignment). Margins are searched up to what fits in it.
-        intensity_range: ``(C, 2)`` intensities mapped to 0 / 1 (default: the sample's 1 / 99.8 percentiles).
+        intensity_range: ``(C, 2)`` intensities mapped to 0 / 1 (default: the sample's ``predictor.percentiles``,
+            none when those are ``None``).
         spacing: voxel size per axis (embedding distances are in units of the smallest).
         core: size of the compared core per axis (cut to the sample).
         step: margins are multiples of this (the encoder's down-sampling).
@@ -72,9 +72,9 @@ def measure_margin(
     """
     image = np.asarray(image)
     spatial = image.shape[1:]
-    if intensity_range is None:
+    if intensity_range is None and predictor.percentiles is not None:  # as segment_blockwise normalises
         data = image.reshape(image.shape[0], -1).astype(np.float32)
-        intensity_range = np.stack([np.percentile(data, p, axis=1) for p in NORMALIZE_PERCENTILES], axis=1)
+        intensity_range = np.stack([np.percentile(data, p, axis=1) for p in predictor.percentiles], axis=1)
     quiet = copy.copy(predictor)
     quiet.tta = False
     reference = quiet(image, intensity_range)
