@@ -77,21 +77,18 @@ class Segmenter:
         precision: str | None = None,
         spacing: list[float] | None = None,
     ) -> None:
-        from monai.bundle import ConfigParser
         from monai.transforms import Compose
 
-        from monai_embedseg.bundle.paths import trained_model_files
+        from monai_embedseg.bundle.paths import inference_parser, trained_model_files
         from monai_embedseg.data.properties import load_properties
         from monai_embedseg.engines import read_thresholds
 
         resolved = trained_model_files(bundle, checkpoint, None, model)
         self.source = resolved
-        parser = ConfigParser()
-        parser.read_config(str(resolved.config))
+        parser = inference_parser(resolved.bundle)
         props = load_properties(str(resolved.properties))
         parser.update(
             {
-                "bundle_root": str(resolved.bundle),
                 "output_dir": str(resolved.weights.parent),
                 "ckpt_path": str(resolved.weights),
                 "properties": props,

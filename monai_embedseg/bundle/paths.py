@@ -14,6 +14,7 @@ __all__ = [
     "bundle_root",
     "bundle_path",
     "bundle_workflow",
+    "inference_parser",
     "trained_model_files",
     "TrainedModel",
     "trust_notice",
@@ -85,6 +86,17 @@ def bundle_workflow(bundle: str | os.PathLike, workflow_type: str, config_files:
     )
 
 
+def inference_parser(bundle: str | os.PathLike):
+    """MONAI ``ConfigParser`` of a bundle folder's ``configs/inference.json``, with ``bundle_root`` set to the folder
+    (nothing evaluated yet): for code that takes pieces of the inference config (network, inferer, preprocessing)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(bundle) / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    return parser
+
+
 class TrainedModel(NamedTuple):
     """What a segmentation runs: the bundle (its ``configs/inference.json``), the weights and the training outputs.
 
@@ -93,7 +105,6 @@ class TrainedModel(NamedTuple):
     """
 
     bundle: Path
-    config: Path
     weights: Path
     properties: Path
     exported: bool
@@ -173,7 +184,7 @@ def trained_model_files(
         raise FileNotFoundError(
             f"{props} not found: training writes it beside model.pt; pass --properties FILE if you moved it."
         )
-    return TrainedModel(bundle_dir, config, weights, props, exported)
+    return TrainedModel(bundle_dir, weights, props, exported)
 
 
 _NOTICED: set[str] = set()

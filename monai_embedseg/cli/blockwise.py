@@ -151,9 +151,7 @@ def segment_large(
     Raises:
         FileNotFoundError, FileExistsError, ValueError: one line naming the problem and the file.
     """
-    from monai.bundle import ConfigParser
-
-    from monai_embedseg.bundle.paths import trained_model_files
+    from monai_embedseg.bundle.paths import inference_parser, trained_model_files
     from monai_embedseg.data.properties import load_properties
     from monai_embedseg.engines import read_thresholds
     from monai_embedseg.inferers.blockwise import (
@@ -165,12 +163,10 @@ def segment_large(
         logger as block_logger,
     )
 
-    bundle, config_file, ckpt, props_file, _ = trained_model_files(bundle, checkpoint, properties, model)
+    bundle, ckpt, props_file, _ = trained_model_files(bundle, checkpoint, properties, model)
     if not str(output).rstrip("/").lower().endswith(".zarr"):
         raise ValueError(f"the output of block-wise segmentation is a Zarr store: {output} must end with .zarr.")
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser["bundle_root"] = str(bundle)
+    parser = inference_parser(bundle)
     props = load_properties(str(props_file))
     tuned = read_thresholds(str(ckpt.parent), int(props["min_object_size"]), use_tuned=not paper_thresholds)
     spatial_dims = int(parser.get_parsed_content("spatial_dims"))

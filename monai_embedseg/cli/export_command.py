@@ -51,17 +51,13 @@ def export(
     check_output_apart([resolved.weights, *([image] if image else [])], output)
     if Path(output).exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it.")
-    from monai.bundle import ConfigParser
-
+    from monai_embedseg.bundle.paths import inference_parser
     from monai_embedseg.data.io import read_tiff
     from monai_embedseg.data.properties import load_properties
     from monai_embedseg.pretrained.bioimageio import export_bioimageio
     from monai_embedseg.utils import load_weights
 
-    parser = ConfigParser()
-    parser.read_config(str(resolved.config))
-    parser["bundle_root"] = str(resolved.bundle)
-    network = load_weights(parser.get_parsed_content("network_def"), resolved.weights)
+    network = load_weights(inference_parser(resolved.bundle).get_parsed_content("network_def"), resolved.weights)
     thresholds_file = resolved.weights.parent / THRESHOLDS_FILE
     card = resolved.weights.parent / "MODEL_CARD.md"
     if image is not None:

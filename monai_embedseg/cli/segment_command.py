@@ -71,7 +71,7 @@ def segment(
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; pass --overwrite to replace.")
-    bundle_dir, _, weights, props_file, exported = trained_model_files(bundle, checkpoint, properties, model)
+    bundle_dir, weights, props_file, exported = trained_model_files(bundle, checkpoint, properties, model)
 
     from monai_embedseg.data.properties import load_properties
 
