@@ -308,14 +308,13 @@ class SegmentWidget(QWidget):
     def _layer_spacing(layer, model, bundle, checkpoint) -> list[float] | None:
         """The layer's ``scale`` as the pixel size, when it is not all ones and the model was trained in physical
         units (its training data recorded a spacing); else ``None`` (the model's own)."""
-        import json
-
         from monai_embedseg.bundle.paths import trained_model_files
+        from monai_embedseg.data.properties import load_properties
 
         scale = [float(s) for s in layer.scale]
         if all(s == 1.0 for s in scale):
             return None
-        props = json.loads(trained_model_files(bundle, checkpoint, None, model).properties.read_text())
+        props = load_properties(str(trained_model_files(bundle, checkpoint, None, model).properties))
         return None if props.get("spacing_source", "unit") == "unit" else scale
 
     def segment(self) -> None:
