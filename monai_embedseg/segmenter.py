@@ -16,6 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from monai_embedseg.cluster_settings import ClusteringSettings
+
 __all__ = ["Segmenter", "exported_network_overrides"]
 
 
@@ -53,8 +55,9 @@ class Segmenter:
 
     Attributes:
         spatial_dims, in_channels: what the network takes.
-        thresholds: the model's tuned ``seed_thresh``, ``fg_thresh``, ``min_object_size`` (the paper's seed and
-            foreground thresholds when training tuned none).
+        settings: the clustering settings: the model's tuned ``seed_thresh``, ``fg_thresh``, ``min_object_size``
+            (the paper's seed and foreground thresholds when training tuned none) and the pixel spacing.
+        thresholds: the three thresholds of ``settings`` as a dict.
         prediction: the cached raw prediction ``(C, *spatial)`` of the last :meth:`predict` (``None`` before).
         network_calls: how many times :meth:`predict` ran the network.
         warning: why the last image's normalisation looks wrong (a mostly empty image), else ``None``.
@@ -105,14 +108,14 @@ class Segmenter:
         self.spatial_dims = int(parser.get_parsed_content("spatial_dims"))
         self.in_channels = int(parser.get_parsed_content("in_channels"))
         self.device = parser.get_parsed_content("device")
-        self.spacing = parser.get_parsed_content("voxel_spacing")
+        spacing = parser.get_parsed_content("voxel_spacing")
         parser.get_parsed_content("network").eval()  # as the bundle's evaluator runs it: no dropout, running statistics
         self._runner = parser.get_parsed_content("runner")
         self._inferer = parser.get_parsed_content("inferer")
         # the bundle's preprocessing after its file loader: the same normalisation as `segment`
         self._normalise = Compose(parser.get_parsed_content("preprocessing").transforms[1:])
         tuned = read_thresholds(str(resolved.weights.parent), int(props["min_object_size"]))
-        self.thresholds = {k: tuned[k] for k in ("seed_thresh", "fg_thresh", "min_object_size")}
+        self.settings = ClusteringSettings.from_mapping(tuned, spacing=spacing)
         self.prediction: torch.Tensor | None = None
         self.network_calls = 0
         self.warning: str | None = None
@@ -158,15 +161,17 @@ class Segmenter:
         """
         from monai.data import MetaTensor
 
-        from monai_embedseg.data.intensity_check import sparse_intensity_warning
+        from monai_embedseg.transforms.intensity import SparseImageWarning
         from monai_embedseg.utils import configure_threads
 
         data = self.check_image(image, channel_axis)
         if cancelled is not None and cancelled():
             return self.prediction
         configure_threads()
-        batch = self._normalise({"image": MetaTensor(torch.from_numpy(data))})["image"]
-        self.warning = sparse_intensity_warning(batch, "the image")
+        with warnings.catch_warnings(record=True) as caught:  # the normaliser's note on a mostly empty image
+            warnings.simplefilter("always", SparseImageWarning)
+            batch = self._normalise({"image": MetaTensor(torch.from_numpy(data))})["image"]
+        self.warning = "; ".join(str(w.message) for w in caught if issubclass(w.category, SparseImageWarning)) or None
         if self.warning:
             warnings.warn(self.warning, stacklevel=2)
         inputs = torch.as_tensor(batch)[None].to(self.device)
@@ -186,20 +191,23 @@ class Segmenter:
             RuntimeError: :meth:`predict` has not run.
         """
         from monai_embedseg.data.io import as_label_dtype
-        from monai_embedseg.transforms import EmbedSegCluster
+        from monai_embedseg.transforms import cluster_embeddings
 
         if self.prediction is None:
             raise RuntimeError("no prediction to cluster: call predict(image) first.")
-        settings = dict(self.thresholds)
-        for key, value in (
-            ("seed_thresh", seed_thresh),
-            ("fg_thresh", fg_thresh),
-            ("min_object_size", min_object_size),
-        ):
-            if value is not None:
-                settings[key] = value
-        labels = EmbedSegCluster(spacing=self.spacing, **settings)(self.prediction)[0]
+        settings = self.settings.replace(seed_thresh=seed_thresh, fg_thresh=fg_thresh, min_object_size=min_object_size)
+        labels = cluster_embeddings(self.prediction, **settings.as_dict())[0][0]
         return np.asarray(as_label_dtype(labels.numpy()))
+
+    @property
+    def thresholds(self) -> dict:
+        """The model's tuned ``seed_thresh``, ``fg_thresh``, ``min_object_size`` (from :attr:`settings`)."""
+        return {k: getattr(self.settings, k) for k in ("seed_thresh", "fg_thresh", "min_object_size")}
+
+    @property
+    def spacing(self) -> tuple[float, ...] | None:
+        """Pixel size per spatial axis used by the clustering (from :attr:`settings`)."""
+        return self.settings.spacing
 
     def __call__(self, image: np.ndarray, channel_axis: int | None = None, **thresholds) -> np.ndarray:
         """:meth:`predict` then :meth:`cluster` (``thresholds`` as for :meth:`cluster`)."""

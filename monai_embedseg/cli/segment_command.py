@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
 
     from monai_embedseg.bundle.checks import root_cause
     from monai_embedseg.bundle.paths import bundle_workflow
-    from monai_embedseg.data.intensity_check import sparse_intensity_warning
+    from monai_embedseg.transforms.intensity import SparseImageWarning
 
     workflow = bundle_workflow(bundle_dir, "infer", ["inference.json"], **overrides)
     workflow.initialize()
@@ -137,9 +138,10 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
         return str(name[0] if isinstance(name, (list, tuple)) else name or "an image")
 
     def check_shape(engine) -> None:
-        warning = sparse_intensity_warning(engine.state.batch["image"], current_file())
-        if warning:
-            bar.write(warning, file=sys.stderr)
+        for w in caught:  # the normaliser's note on a mostly empty image, in one line
+            if issubclass(w.category, SparseImageWarning):
+                bar.write(f"warning: {w.message}", file=sys.stderr)
+        caught[:] = [w for w in caught if not issubclass(w.category, SparseImageWarning)]
         shape = tuple(engine.state.batch["image"].shape[1:])  # (C, *spatial)
         if len(shape) - 1 != spatial_dims or shape[0] != in_channels:
             raise ValueError(
@@ -157,7 +159,9 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
     evaluator.add_event_handler(Events.ITERATION_STARTED, check_shape)
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda _: bar.update())
     try:
-        workflow.run()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SparseImageWarning)
+            workflow.run()
     except Exception as e:
         root = root_cause(e)
         if isinstance(root, (ValueError, FileExistsError)) and str(root).startswith(current_file()):
@@ -165,4 +169,6 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
         raise ValueError(f"{current_file()}: {type(root).__name__}: {root}") from e
     finally:
         bar.close()
+        for w in caught:  # other warnings, shown as usual
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     workflow.finalize()

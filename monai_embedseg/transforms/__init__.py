@@ -9,6 +9,13 @@ from .cluster import (
     cluster_embeddings,
 )
 from .crop import RandObjectCrop, RandObjectCropD, RandObjectCropd, RandObjectCropDict
+from .intensity import (
+    SPARSE_RATIO,
+    ScaleIntensityContentPercentiles,
+    ScaleIntensityContentPercentilesD,
+    ScaleIntensityContentPercentilesd,
+    ScaleIntensityContentPercentilesDict,
+)
 from .labels import (
     FillHolesPerObject,
     FillHolesPerObjectD,

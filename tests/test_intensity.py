@@ -1,0 +1,84 @@
+"""ScaleIntensityContentPercentiles(d): MONAI's percentile scaling for ordinary images, content tiles for mostly
+empty ones."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import ScaleIntensityRangePercentiles
+
+from monai_embedseg.transforms import ScaleIntensityContentPercentiles, ScaleIntensityContentPercentilesd
+from monai_embedseg.transforms.intensity import SparseImageWarning
+
+
+def _monai(img):
+    t = ScaleIntensityRangePercentiles(1, 99.8, 0.0, 1.0, clip=False, channel_wise=True, dtype=np.float32)
+    return np.asarray(t(img))
+
+
+def _slide(shape, field_side, rng):
+    """Noisy background with a bright square field of ``field_side`` pixels per axis in one corner."""
+    img = rng.normal(100, 5, (1, *shape)).astype(np.float32)
+    img[(0, *[slice(2, 2 + field_side)] * len(shape))] += 300
+    return img
+
+
+@pytest.mark.parametrize("shape", [(120, 150), (20, 40, 50)])
+def test_an_ordinary_image_is_scaled_exactly_as_monai_does(shape):
+    img = np.random.default_rng(0).gamma(2.0, 30.0, (2, *shape)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SparseImageWarning)
+        out = ScaleIntensityContentPercentiles()(img)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, _monai(img))
+
+
+def test_the_output_is_of_the_input_kind_and_float32():
+    img = np.random.default_rng(1).integers(0, 255, (1, 40, 50), dtype=np.uint8)
+    t = ScaleIntensityContentPercentiles()
+    assert isinstance(t(img), np.ndarray) and t(img).dtype == np.float32
+    out = t(torch.from_numpy(img))
+    assert type(out) is torch.Tensor and out.dtype == torch.float32
+    meta = MetaTensor(torch.from_numpy(img), meta={"filename_or_obj": "a.tif"})
+    out = ScaleIntensityContentPercentilesd("image")({"image": meta})["image"]
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "a.tif"
+    np.testing.assert_allclose(out.numpy(), _monai(img.astype(np.float32)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape, side", [((600, 700), 15), ((40, 160, 160), 8)])
+def test_a_mostly_empty_image_is_scaled_over_the_tiles_holding_objects(shape, side):
+    rng = np.random.default_rng(2)
+    img = _slide(shape, side, rng)
+    assert _monai(img).max() > 6  # whole-image percentiles are background values
+    field = tuple(slice(0, 66) for _ in shape)  # the content tile(s) of the corner field
+    meta = MetaTensor(torch.from_numpy(img), meta={"filename_or_obj": "slide.tif"})
+    with pytest.warns(SparseImageWarning, match=r"slide.tif: a mostly empty image.* normalised over the"):
+        out = ScaleIntensityContentPercentiles(tile=64)(meta)
+    expected = _monai(img[(slice(None), *[slice(0, 64)] * len(shape))])  # the field's own tile
+    assert 0.9 < float(out.max()) < 1.5
+    np.testing.assert_allclose(out.numpy()[(0, *field)].max(), expected.max(), rtol=0.05)
+
+
+def test_a_constant_slide_with_one_field_is_rescued_and_content_false_only_warns():
+    img = np.full((1, 1000, 1000), 3, np.uint8)
+    img[0, 10:30, 10:30] = 200  # 0.04 % of the image: both percentiles are 3
+    with pytest.warns(SparseImageWarning, match="normalised over"):
+        out = ScaleIntensityContentPercentiles()(img)
+    assert 0.9 < out.max() <= 1.0 and out.min() >= 0.0
+    with pytest.warns(SparseImageWarning, match="over-segmented"):
+        kept = ScaleIntensityContentPercentiles(content=False)(img)
+    np.testing.assert_array_equal(kept, _monai(img.astype(np.float32)))
+
+
+def test_only_the_sparse_channel_is_rescaled():
+    rng = np.random.default_rng(3)
+    sparse = _slide((500, 500), 12, rng)
+    dense = rng.gamma(2.0, 30.0, (1, 500, 500)).astype(np.float32)
+    with pytest.warns(SparseImageWarning):
+        out = ScaleIntensityContentPercentiles()(np.concatenate([sparse, dense]))
+    np.testing.assert_array_equal(out[1:], _monai(dense))
+    assert out[0].max() < 1.5
