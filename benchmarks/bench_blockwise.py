@@ -221,6 +221,7 @@ def run_block(cfg: dict) -> dict:
     import torch
     import zarr
 
+    from monai_embedseg.cluster_settings import ClusteringSettings
     from monai_embedseg.data.zarr_io import open_volume
     from monai_embedseg.inferers import (
         BlockPredictor,
@@ -250,12 +251,9 @@ def run_block(cfg: dict) -> dict:
             cfg["save"],
             predictor,
             halo,
-            spacing=list(vol.spacing),
+            clustering=ClusteringSettings.from_mapping(th, spacing=list(vol.spacing)),
             block_size=cfg.get("block"),
             memory_limit=cfg.get("memory_limit"),
-            seed_thresh=th["seed_thresh"],
-            fg_thresh=th["fg_thresh"],
-            min_object_size=th["min_object_size"],
             scheduler=client,
             workers=None if client else cfg["workers"],
             overwrite=True,

@@ -19,6 +19,7 @@ import zarr
 
 from monai_embedseg.bundle.paths import bundle_path
 from monai_embedseg.cli import main
+from monai_embedseg.cluster_settings import ClusteringSettings
 from monai_embedseg.data import (
     ArrayVolume,
     create_ome_zarr,
@@ -171,9 +172,8 @@ def test_blockwise_equals_whole_volume_across_every_face_and_corner(scene3d, tmp
         out,
         BlockPredictor(net, percentiles=None),
         HALO,
-        spacing=(1, 1, 1),
+        clustering=ClusteringSettings(min_object_size=3, spacing=(1, 1, 1)),
         block_size=block,
-        min_object_size=3,
         spatial_dims=3,
         progress=False,
     )
@@ -207,9 +207,8 @@ def test_too_small_halo_is_visible(scene3d, tmp_path):
         tmp_path / "l.zarr",
         BlockPredictor(net, percentiles=None),
         4,
-        spacing=(1, 1, 1),
+        clustering=ClusteringSettings(min_object_size=3, spacing=(1, 1, 1)),
         block_size=(12, 16, 16),
-        min_object_size=3,
         progress=False,
     )
     assert summary["touching_border"] > 0
@@ -231,9 +230,8 @@ def test_2d_image_uses_the_same_path(tmp_path):
             out,
             BlockPredictor(net, percentiles=None),
             16,
-            spacing=(0.5, 0.5),
+            clustering=ClusteringSettings(min_object_size=4, spacing=(0.5, 0.5)),
             block_size=block,
-            min_object_size=4,
             spatial_dims=2,
             progress=False,
         )
@@ -246,7 +244,8 @@ def test_2d_image_uses_the_same_path(tmp_path):
 def test_kill_then_resume_equals_an_uninterrupted_run(scene3d, tmp_path):
     lab, image = scene3d
     net = PointOracle(lab, (1, 1, 1), noise=1.2, sigma=0.8)
-    kw = {"spacing": (1, 1, 1), "block_size": (12, 16, 16), "min_object_size": 3, "spatial_dims": 3, "progress": False}
+    clustering = ClusteringSettings(min_object_size=3, spacing=(1, 1, 1))
+    kw = {"clustering": clustering, "block_size": (12, 16, 16), "spatial_dims": 3, "progress": False}
     full = tmp_path / "full.zarr"
     segment_blockwise(image, full, BlockPredictor(net, percentiles=None), HALO, **kw)
     out = tmp_path / "killed.zarr"
@@ -258,7 +257,13 @@ def test_kill_then_resume_equals_an_uninterrupted_run(scene3d, tmp_path):
     assert int(done.sum()) == 5 and done.size == 27
     # the same command again continues from the 22 blocks not done; other settings are refused
     with pytest.raises(FileExistsError, match="other settings.*min_object_size"):
-        segment_blockwise(image, out, BlockPredictor(net, percentiles=None), HALO, **{**kw, "min_object_size": 4})
+        segment_blockwise(
+            image,
+            out,
+            BlockPredictor(net, percentiles=None),
+            HALO,
+            **{**kw, "clustering": clustering.replace(min_object_size=4)},
+        )
     summary = segment_blockwise(image, out, BlockPredictor(net, percentiles=None), HALO, **kw)
     assert summary["blocks_resumed"] == 5
     np.testing.assert_array_equal(read_labels(out), read_labels(full))
@@ -268,7 +273,12 @@ def test_kill_then_resume_equals_an_uninterrupted_run(scene3d, tmp_path):
 def test_refuses_to_overwrite_without_overwrite(scene3d, tmp_path):
     lab, image = scene3d
     pred = BlockPredictor(PointOracle(lab, (1, 1, 1)), percentiles=None)
-    kw = {"spacing": (1, 1, 1), "block_size": (18, 24, 24), "spatial_dims": 3, "progress": False}
+    kw = {
+        "clustering": ClusteringSettings(spacing=(1, 1, 1)),
+        "block_size": (18, 24, 24),
+        "spatial_dims": 3,
+        "progress": False,
+    }
     out = tmp_path / "labels.zarr"
     segment_blockwise(image, out, pred, HALO, **kw)
     before = read_labels(out)
@@ -425,7 +435,8 @@ def test_local_cluster_with_two_worker_processes_gives_the_same_labels(scene3d, 
 
     lab, image = scene3d
     net = PointOracle(lab, (1, 1, 1), noise=1.2, sigma=0.8)
-    kw = {"spacing": (1, 1, 1), "block_size": (18, 24, 24), "min_object_size": 3, "spatial_dims": 3, "progress": False}
+    clustering = ClusteringSettings(min_object_size=3, spacing=(1, 1, 1))
+    kw = {"clustering": clustering, "block_size": (18, 24, 24), "spatial_dims": 3, "progress": False}
     src = write_ome_zarr(tmp_path / "in.zarr", image, spacing=(1, 1, 1), channel_axis=True)
     local = segment_blockwise(src, tmp_path / "local.zarr", BlockPredictor(net, percentiles=None), HALO, **kw)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
@@ -542,7 +553,7 @@ def test_measured_margin_makes_small_blocks_of_a_trained_network_match_the_one_p
     margin = measure_margin(predictor, image[None])
     assert all(m >= 16 for m in margin)  # far beyond the old fixed 8 voxels for this trained network
     props = json.loads((model_folder("nuclei-2d") / "dataset_properties.json").read_text())
-    settings = {"seed_thresh": 0.9, "fg_thresh": 0.5, "min_object_size": 21, "progress": False}
+    settings = {"clustering": ClusteringSettings(0.9, 0.5, min_object_size=21), "progress": False}
 
     def run(name, halo, block):
         out = tmp_path / f"{name}.zarr"

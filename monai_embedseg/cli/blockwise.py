@@ -152,6 +152,7 @@ def segment_large(
         FileNotFoundError, FileExistsError, ValueError: one line naming the problem and the file.
     """
     from monai_embedseg.bundle.paths import inference_parser, trained_model_files
+    from monai_embedseg.cluster_settings import ClusteringSettings
     from monai_embedseg.data.properties import load_properties
     from monai_embedseg.engines import read_thresholds
     from monai_embedseg.inferers.blockwise import (
@@ -223,12 +224,9 @@ def segment_large(
         os.fspath(output),
         predictor,
         halo,
-        spacing=spacing,
+        clustering=ClusteringSettings.from_mapping(tuned, spacing=spacing),
         block_size=block_size,
         memory_limit=memory_limit,
-        seed_thresh=tuned["seed_thresh"],
-        fg_thresh=tuned["fg_thresh"],
-        min_object_size=tuned["min_object_size"],
         scheduler=scheduler,
         workers=workers,
         overwrite=overwrite,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from monai_embedseg.cluster_settings import ClusteringSettings
 from monai_embedseg.constants import PAPER_THRESHOLDS, THRESHOLDS_FILE
 from monai_embedseg.metrics.matching import ap_from_counts, image_match_counts
 from monai_embedseg.transforms.cluster import cluster_embeddings
@@ -143,9 +144,10 @@ class ThresholdSearch:
 
     def score(self, preds: list, seed_thresh: float, fg_thresh: float, min_object_size: int) -> float:
         """Validation AP_dsb at ``iou`` (mean over images) of one setting."""
+        settings = ClusteringSettings(seed_thresh, fg_thresh, min_object_size, spacing=self.spacing)
         counts = []
         for pred, label in preds:
-            labels, _ = cluster_embeddings(pred, self.spacing, seed_thresh, fg_thresh, min_object_size)
+            labels, _ = cluster_embeddings(pred, **settings.as_dict())
             counts.append(image_match_counts(label, labels.numpy(), (self.iou,))[:, :3])
         return float(ap_from_counts(np.stack(counts), by_image=True)[0])
 

@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
 import time
@@ -79,7 +78,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_embedseg.constants import FG_THRESH, SEED_THRESH
+from monai_embedseg.cluster_settings import ClusteringSettings
 from monai_embedseg.embedding import resolve_spacing
 from monai_embedseg.inferers.block_layout import (
     BlockLayout,
@@ -91,6 +90,15 @@ from monai_embedseg.inferers.block_layout import (
 )
 from monai_embedseg.inferers.block_predictor import BlockPredictor
 from monai_embedseg.inferers.block_runner import BlockRunner
+from monai_embedseg.inferers.block_store import (
+    STATE_GROUP,
+    assign_global_ids,
+    create_output,
+    finish_output,
+    job_record,
+    prepare_output,
+    state_group,
+)
 
 __all__ = [
     "STATE_GROUP",
@@ -105,11 +113,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: group of the output store holding the resumable state of an unfinished run (deleted when the run completes)
-STATE_GROUP = "blockwise_state"
-_ATTR = "embedseg_blockwise"
-_CHUNK_EDGE = 64
-
 
 @dataclass
 class _Job:
@@ -118,18 +121,8 @@ class _Job:
     volume: Any
     store: str
     layout: BlockLayout
-    spacing: tuple[float, ...]
-    seed_thresh: float
-    fg_thresh: float
-    min_object_size: int
-    min_unclaimed: float
+    clustering: ClusteringSettings  # spacing resolved
     intensity_range: Any
-
-
-def _state(store: str, mode: str = "r+") -> Any:
-    import zarr
-
-    return zarr.open_group(os.path.join(store, STATE_GROUP), mode=mode)
 
 
 def _representatives(lab: np.ndarray, raw_seed: np.ndarray, k: int) -> np.ndarray:
@@ -158,14 +151,7 @@ def _predict_block(job: _Job, predictor: BlockPredictor, i: int) -> dict:
     if tuple(pred.shape[1:]) != eshape:
         raise ValueError(f"block {i}: the predictor returned shape {tuple(pred.shape)} for a block of {eshape}.")
     t1 = time.perf_counter()
-    labels, conf = cluster_embeddings(
-        pred,
-        spacing=job.spacing,
-        seed_thresh=job.seed_thresh,
-        fg_thresh=job.fg_thresh,
-        min_object_size=job.min_object_size,
-        min_unclaimed=job.min_unclaimed,
-    )
+    labels, conf = cluster_embeddings(pred, **job.clustering.as_dict())
     lab = labels[0].numpy()
     raw_seed = pred[-1].numpy()
     del labels, pred
@@ -206,10 +192,7 @@ def _predict_block(job: _Job, predictor: BlockPredictor, i: int) -> dict:
         if n_own
         else np.zeros((0, 3))
     )
-    import zarr
-
-    root = zarr.open_group(job.store, mode="r+")
-    state = root[STATE_GROUP]
+    state = state_group(job.store)
     state["provisional"][core] = own[core_local]
     state.create_array(
         f"objects_{i}", shape=objects.shape, chunks=(max(1, len(objects)), 3), dtype="float64", overwrite=True
@@ -233,7 +216,7 @@ def _predict_block(job: _Job, predictor: BlockPredictor, i: int) -> dict:
 @functools.lru_cache(maxsize=4)
 def _global_ids(store: str, run_key: float) -> tuple[np.ndarray, np.ndarray]:
     """``(gids, offsets)`` of a store, read once per process and run (``run_key``)."""
-    state = _state(store, "r")
+    state = state_group(store, "r")
     return state["gids"][...], state["gid_offsets"][...]
 
 
@@ -272,10 +255,6 @@ def _merge_block(job: _Job, i: int, ids_key: float) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------- scheduling
-def _normalise_json(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-
-
 def _open_image(image: Any, spatial_dims: int | None) -> Any:
     from monai_embedseg.data.zarr_io import ArrayVolume, open_volume
 
@@ -286,30 +265,15 @@ def _open_image(image: Any, spatial_dims: int | None) -> Any:
     return ArrayVolume(image, spatial_dims)
 
 
-def _inner_chunks(block: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
-    """Output ``(chunks, shards)``: one shard per block, chunks of <= 64 voxels per axis dividing it (else no shard)."""
-    chunks = []
-    for b in block:
-        c = next((c for c in range(min(b, _CHUNK_EDGE), 0, -1) if b % c == 0), b)
-        chunks.append(c)
-    if all(c == b for c, b in zip(chunks, block)) or min(chunks) < 8:
-        return tuple(block), None
-    return tuple(chunks), tuple(block)
-
-
 def segment_blockwise(
     image: Any,
     output: str | os.PathLike,
     predictor: BlockPredictor,
     halo: int | Sequence[int],
     *,
-    spacing: Sequence[float] | None = None,
+    clustering: ClusteringSettings | None = None,
     block_size: Sequence[int] | None = None,
     memory_limit: int | str | None = None,
-    seed_thresh: float = SEED_THRESH,
-    fg_thresh: float = FG_THRESH,
-    min_object_size: int = 0,
-    min_unclaimed: float = 0.5,
     intensity_range: Any = None,
     scheduler: Any = None,
     workers: int | None = None,
@@ -328,12 +292,11 @@ def segment_blockwise(
         output: the OME-Zarr store to write: labels ``(*spatial)`` uint32 at ``"0"``, spacing in the OME metadata.
         predictor: a :class:`BlockPredictor` (``(C_in, *block)`` numpy -> ``(C, *block)`` raw prediction).
         halo: voxels per axis around each core (:func:`halo_from_properties`).
-        spacing: voxel size per spatial axis (default: the image's, else 1); the embeddings are in these units.
+        clustering: thresholds, minimum object size, claim rule and voxel size per spatial axis (spacing default:
+            the image's, else 1; the embeddings are in these units); default: the paper's thresholds.
         block_size: core size per axis (default: from ``memory_limit`` with :func:`choose_block_size`).
         memory_limit: bytes or ``"4GB"`` for this process (local) or per worker (cluster); default: half of this
             machine's available memory, or the smallest worker's limit on a cluster.
-        seed_thresh, fg_thresh, min_object_size, min_unclaimed: clustering, see
-            :func:`~monai_embedseg.transforms.cluster_embeddings`.
         intensity_range: ``(C_in, 2)`` low / high intensities mapped to 0 / 1 (default: the ``predictor.percentiles``
             of the whole volume, computed once and stored in the output).
         scheduler: ``None``/``"threads"`` (Dask's local threaded scheduler), ``"synchronous"``, a
@@ -356,14 +319,7 @@ def segment_blockwise(
             limit too small, an unreachable scheduler.
         FileExistsError: ``output`` exists (finished, or another job's) and ``overwrite`` is False.
     """
-    import zarr
-
     from monai_embedseg.data.percentiles import volume_percentiles
-    from monai_embedseg.data.zarr_io import (
-        create_ome_zarr,
-        is_zarr_store,
-        remove_zarr_store,
-    )
     from monai_embedseg.utils import configure_threads
     from monai_embedseg.utils.files import check_output_apart
 
@@ -376,7 +332,9 @@ def segment_blockwise(
     volume = _open_image(image, spatial_dims)
     shape = tuple(volume.spatial_shape)
     nd = len(shape)
-    spacing = resolve_spacing(spacing if spacing is not None else volume.spacing, nd)
+    clustering = clustering or ClusteringSettings()
+    spacing = resolve_spacing(clustering.spacing if clustering.spacing is not None else volume.spacing, nd)
+    clustering = clustering.replace(spacing=spacing)
     halo = per_axis(halo, nd, "halo")
     runner_workers = int(workers) if workers else 1
     runner = BlockRunner(scheduler, runner_workers)
@@ -410,7 +368,7 @@ def segment_blockwise(
             threads = configure_threads()
             if runner_workers > 1:
                 torch.set_num_threads(max(1, threads // runner_workers))
-        job_id = _normalise_json(
+        job_id = job_record(
             {
                 "input": getattr(volume, "path", None),
                 "input_shape": list(volume.shape),
@@ -418,40 +376,14 @@ def segment_blockwise(
                 "block": list(layout.block),
                 "halo": list(layout.halo),
                 "align": layout.align,
-                "spacing": list(spacing),
-                "seed_thresh": seed_thresh,
-                "fg_thresh": fg_thresh,
-                "min_object_size": int(min_object_size),
-                "min_unclaimed": min_unclaimed,
+                **clustering.as_dict(),
                 "predictor": predictor.fingerprint(),
                 "intensity_range": None if intensity_range is None else np.asarray(intensity_range).tolist(),
             }
         )
-        resumed = False
-        if os.path.exists(output):
-            info = None
-            if is_zarr_store(output):
-                try:
-                    info = dict(zarr.open_group(output, mode="r").attrs).get(_ATTR)
-                except Exception:  # not a readable group: treated as somebody else's store
-                    info = None
-            if overwrite:
-                remove_zarr_store(output)
-            elif info and info.get("status") == "running" and info.get("job") == job_id:
-                resumed = True
-            elif info and info.get("status") == "running":
-                diff = sorted(k for k in job_id if info.get("job", {}).get(k) != job_id[k])
-                raise FileExistsError(
-                    f"output {output} holds an unfinished block-wise run with other settings "
-                    f"({', '.join(diff)}); rerun with the same settings to resume, or pass "
-                    "--overwrite to start again."
-                )
-            else:
-                what = "a finished segmentation" if info else "data"
-                raise FileExistsError(f"output {output} exists ({what}); pass --overwrite to replace it.")
+        info = prepare_output(output, job_id, overwrite)
+        resumed = info is not None
         if resumed:
-            root = zarr.open_group(output, mode="r+")
-            info = dict(root.attrs)[_ATTR]
             rng = info.get("intensity_range_used")
         else:
             rng = None
@@ -459,24 +391,13 @@ def segment_blockwise(
                 rng = np.asarray(intensity_range, dtype=np.float32).reshape(volume.n_channels, 2).tolist()
             elif predictor.percentiles is not None:
                 rng = volume_percentiles(volume, predictor.percentiles, compute=runner.compute).tolist()
-            chunks, shards = _inner_chunks(layout.block)
             meta_spacing = output_spacing if output_spacing is not None else (volume.spacing or spacing)
-            create_ome_zarr(output, shape, np.uint32, meta_spacing, chunks=chunks, shards=shards, overwrite=False)
-            root = zarr.open_group(output, mode="r+")
-            state = root.create_group(STATE_GROUP)
-            state.create_array("provisional", shape=shape, chunks=layout.block, dtype="uint32", fill_value=0)
-            for name in ("predicted", "merged"):
-                state.create_array(name, shape=layout.grid, chunks=(1,) * nd, dtype="uint8", fill_value=0)
-            root.attrs[_ATTR] = {"status": "running", "job": job_id, "intensity_range_used": rng}
+            create_output(output, shape, layout.block, layout.grid, meta_spacing, job_id, rng)
         job = _Job(
             volume,
             output,
             layout,
-            tuple(spacing),
-            float(seed_thresh),
-            float(fg_thresh),
-            int(min_object_size),
-            float(min_unclaimed),
+            clustering,
             None if rng is None else np.asarray(rng, dtype=np.float32),
         )
         summary = _run_phases(job, predictor, runner, progress)
@@ -501,12 +422,9 @@ def segment_blockwise(
 def _run_phases(job: _Job, predictor: BlockPredictor, runner: BlockRunner, progress: bool) -> dict:
     """Phase 1 (predict + cluster the pending blocks), id assignment, phase 2 (merge into the output), finish."""
     import dask
-    import zarr
 
     lay = job.layout
-    root = zarr.open_group(job.store, mode="r+")
-    state = root[STATE_GROUP]
-    predicted = state["predicted"][...].reshape(-1)
+    predicted = state_group(job.store)["predicted"][...].reshape(-1)
     pending = [i for i in range(lay.n_blocks) if not predicted[i]]
     skipped = lay.n_blocks - len(pending)
     if skipped:
@@ -538,27 +456,8 @@ def _run_phases(job: _Job, predictor: BlockPredictor, runner: BlockRunner, progr
         for i in pending
     ]
     runner.run(tasks, "blocks", log_block, progress)
-    info = dict(root.attrs)[_ATTR]
-    if not info.get("ids_ready"):
-        tables = [state[f"objects_{i}"][...] for i in range(lay.n_blocks)]
-        counts = np.array([len(t) for t in tables], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        allobj = np.concatenate(tables) if counts.sum() else np.zeros((0, 3))
-        if len(allobj) >= 2**32 - 1:
-            raise ValueError(f"{len(allobj)} objects do not fit uint32 labels.")
-        order = np.lexsort((allobj[:, 0], -allobj[:, 1]))  # confidence descending, then representative index
-        gids = np.empty(len(allobj), dtype=np.uint32)
-        gids[order] = np.arange(1, len(allobj) + 1, dtype=np.uint32)
-        state.create_array("gids", shape=gids.shape, chunks=(max(1, len(gids)),), dtype="uint32", overwrite=True)[
-            ...
-        ] = gids
-        state.create_array("gid_offsets", shape=offsets.shape, chunks=(len(offsets),), dtype="int64", overwrite=True)[
-            ...
-        ] = offsets
-        info["ids_ready"] = True
-        info["n_objects"] = len(allobj)
-        root.attrs[_ATTR] = info
-    merged = state["merged"][...].reshape(-1)
+    assign_global_ids(job.store, lay.n_blocks)
+    merged = state_group(job.store)["merged"][...].reshape(-1)
     todo = [i for i in range(lay.n_blocks) if not merged[i]]
     conflicts = [0]
 
@@ -575,10 +474,6 @@ def _run_phases(job: _Job, predictor: BlockPredictor, runner: BlockRunner, progr
             f"{conflicts[0]} voxel(s) were claimed by objects of two blocks (kept by the earlier object in "
             "the greedy order); a larger halo avoids this."
         )
-    n_objects = int(info["n_objects"])
-    info.update({"status": "complete", "n_objects": n_objects, "conflict_voxels": conflicts[0]})
-    info.pop("ids_ready", None)
-    del root[STATE_GROUP]
-    root.attrs[_ATTR] = info
+    n_objects = finish_output(job.store, conflicts[0])
     logger.info(f"{job.store}: {n_objects} objects in {lay.n_blocks} blocks")
     return {"objects": n_objects, "conflict_voxels": conflicts[0], "touching_border": touching[0], "_skipped": skipped}

@@ -44,6 +44,7 @@ from monai.transforms.transform import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor, ensure_tuple
 from scipy import ndimage
 
+from monai_embedseg.cluster_settings import ClusteringSettings
 from monai_embedseg.constants import FG_THRESH, SEED_THRESH
 from monai_embedseg.embedding import OFFSET_SCALE, SIGMA_SCALE, decode_pixels, n_sigma_of, resolve_spacing
 
@@ -378,10 +379,7 @@ def cluster_embeddings(
     if isinstance(pred, torch.Tensor) and hasattr(pred, "as_tensor"):
         pred = pred.as_tensor()  # drop MetaTensor bookkeeping for speed
     dtype = pred.dtype if pred.dtype in (torch.float32, torch.float64) else torch.float32
-    if min_object_size < 0:
-        raise ValueError(f"min_object_size must be >= 0, got {min_object_size}.")
-    if not 0.0 <= min_unclaimed <= 1.0:
-        raise ValueError(f"min_unclaimed must be in [0, 1], got {min_unclaimed}.")
+    ClusteringSettings(seed_thresh, fg_thresh, min_object_size, min_unclaimed)  # checks the values
     spatial = tuple(pred.shape[1:])
     device = pred.device
     n_pix = math.prod(spatial)
