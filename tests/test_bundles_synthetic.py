@@ -20,6 +20,7 @@ from monai_embedseg.data import CropPoolDataset
 from monai_embedseg.data.io import read_tiff
 
 CONFIGS = Path(bundle_path("synthetic_2d")) / "configs"
+BUNDLES = sorted(p.name for p in Path(bundle_path("synthetic_2d")).parent.iterdir() if (p / "configs").is_dir())
 TINY = {
     "synthetic_2d": {
         "synthetic_kwargs": {"n_train": 4, "n_test": 2, "shape": [64, 64], "seed": 3},
@@ -53,6 +54,21 @@ def test_check_properties(kind, files, bundle, tmp_path):
     wf = run(kind, files, tmp_path, bundle)
     wf.initialize()
     assert wf.check_properties() == []
+    # building every object of the workflow writes nothing: no properties file, no TensorBoard events
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_an_untrained_bundles_inference_workflow_passes_monai_property_checks(bundle, tmp_path):
+    wf = workflow(bundle, "infer", ["inference.json"], tmp_path)
+    wf.initialize()
+    assert wf.check_properties() == []
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(Exception) as info:  # running it says what is missing, in its last line
+        wf.run()
+    from monai_embedseg.bundle.checks import root_cause
+
+    assert "no trained model" in str(root_cause(info.value)) or "model.pt" in str(root_cause(info.value))
 
 
 @pytest.mark.parametrize("bundle", sorted(TINY))

@@ -379,3 +379,36 @@ def test_a_read_only_output_folder_is_refused_before_the_model_loads(tmp_path, c
     assert main(["segment", str(image), "--model", "nuclei-2d", "--output", str(tmp_path / "blocked" / "out")]) == 2
     err = capsys.readouterr().err
     assert "cannot write to the output folder" in err and "blocked" in err and err.count("\n") == 1
+
+
+def test_outputs_never_land_among_the_inputs_and_odd_pixels_or_options_get_one_line(dataset, model, tmp_path, capsys):
+    import tifffile
+
+    base = ["--bundle", bundle_path("synthetic_2d"), "--checkpoint", str(model / "model.pt")]
+    masks = dataset / "test" / "masks"
+    mask = sorted(masks.glob("*.tif"))[0]
+    before = mask.read_bytes()
+    # properties --output onto one of the dataset's masks, with --overwrite: refused, the mask unchanged
+    assert main(["properties", str(dataset), "--output", str(mask), "--overwrite"]) == 2
+    assert "lies inside the input" in capsys.readouterr().err and mask.read_bytes() == before
+    # evaluate --output into the mask folder: refused before any table is written
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for m in masks.glob("*.tif"):
+        (pred / f"{m.stem}_labels.tif").write_bytes(m.read_bytes())
+    assert main(["evaluate", str(pred), str(masks), "--output", str(masks), "--overwrite"]) == 2
+    assert "is the input" in capsys.readouterr().err and not list(masks.glob("*.csv"))
+    # complex pixels: one line naming the file (they used to be cast to real, dropping the imaginary part)
+    odd = tmp_path / "complex.tif"
+    tifffile.imwrite(odd, np.ones((40, 48), np.complex64))
+    assert main(["segment", str(odd), *base, "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "complex.tif" in err and "complex64" in err and err.count("\n") == 1
+    # --tile with a value per axis of another dimensionality, and a channel axis the file does not have
+    images = str(dataset / "test" / "images")
+    assert main(["segment", images, *base, "--tile", "32", "32", "32", "--output", str(tmp_path / "o")]) == 2
+    assert "--tile needs 2 values" in capsys.readouterr().err
+    assert main(["segment", images, *base, "--channel-dim", "5", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "channel_dim=5 is out of range" in err and str(dataset / "test" / "images") in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -230,6 +230,6 @@ def test_cli(tmp_path, fake, monkeypatch, capsys):
         raise urllib.error.URLError("no route")
 
     monkeypatch.setattr(dl, "download_url", offline)
-    assert download_main(["bbbc010", str(tmp_path / "b"), "--no-progress"]) == 1
+    assert download_main(["bbbc010", str(tmp_path / "b"), "--no-progress"]) == 2  # a failure, in one line
     err = capsys.readouterr().err
     assert "bbbc010-2012.zip" in err and "offline" in err

@@ -50,16 +50,20 @@ def _check_readable(path: Path) -> None:
             import nibabel
 
             img = nibabel.load(str(path))
-            floating = np.issubdtype(img.get_data_dtype(), np.floating)
+            dtype = np.dtype(img.get_data_dtype())
+            floating = np.issubdtype(dtype, np.floating)
             data = np.asanyarray(img.dataobj) if floating else None
         else:
             import tifffile
 
             with tifffile.TiffFile(str(path)) as tif:
-                floating = np.issubdtype(tif.series[0].dtype, np.floating)
+                dtype = np.dtype(tif.series[0].dtype)
+                floating = np.issubdtype(dtype, np.floating)
                 data = tif.series[0].asarray() if floating else None
     except Exception as e:  # each library raises its own error types for corrupt files
         raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype == np.bool_):
+        raise ValueError(f"{path}: pixels of type {dtype} cannot be segmented (real numbers expected).")
     if data is not None and not np.isfinite(data).all():
         bad = int(np.size(data) - np.isfinite(data).sum())
         raise ValueError(f"{path}: the image holds {bad} NaN or infinite value(s); fix or remove it (nothing written).")

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "monai-embedseg download
             args.name, args.dataset_dir, sha256=args.sha256, url=args.url, progress=not args.no_progress
         )
     except (ValueError, FileNotFoundError, FileExistsError, ConnectionError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
     print(out)
     return 0

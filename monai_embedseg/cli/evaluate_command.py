@@ -29,6 +29,10 @@ def evaluate(
     from monai_embedseg.handlers.ap_report import format_ap_table, write_ap_tables
     from monai_embedseg.labels import check_instance_labels
 
+    if output_dir is not None:  # tables never go among the masks or the predictions
+        from monai_embedseg.utils.files import check_output_apart
+
+        check_output_apart([pred_dir, mask_dir], output_dir)
     masks = {file_stem(p): p for p in Path(mask_dir).iterdir() if _is_image(p)} if Path(mask_dir).is_dir() else None
     if masks is None:
         raise FileNotFoundError(f"mask folder {mask_dir} does not exist.")

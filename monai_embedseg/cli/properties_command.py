@@ -41,6 +41,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "monai-embedseg properti
 
     one_hot = {"auto": "auto", "yes": True, "no": False}[args.one_hot]
     try:
+        if args.output:  # never into the dataset: it could replace an image or a mask
+            from monai_embedseg.utils.files import check_output_apart
+
+            check_output_apart([args.dataset_dir], args.output)
         props = compute_release_properties(args.dataset_dir, args.splits, spacing=args.spacing, one_hot=one_hot)
         text = json.dumps(props, indent=2, sort_keys=True)
         if args.output:

@@ -118,9 +118,10 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
     workflow.initialize()
     parser = workflow.parser
     spatial_dims, in_channels = int(parser.get_parsed_content("spatial_dims")), int(parser["in_channels"])
-    spacing = overrides.get("spacing")
-    if spacing is not None and len(spacing) != spatial_dims:
-        raise ValueError(f"--spacing needs {spatial_dims} values (one per spatial axis), got {list(spacing)}.")
+    for option, key in (("--spacing", "spacing"), ("--tile", "roi_size")):
+        value = overrides.get(key)
+        if value is not None and len(value) != spatial_dims:
+            raise ValueError(f"{option} needs {spatial_dims} values (one per spatial axis), got {list(value)}.")
     try:
         evaluator = parser.get_parsed_content("evaluator")
     except Exception as e:  # MONAI wraps a failing config expression; the cause says what is wrong
@@ -164,7 +165,8 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
             workflow.run()
     except Exception as e:
         root = root_cause(e)
-        if isinstance(root, (ValueError, FileExistsError)) and str(root).startswith(current_file()):
+        named = (current_file(), *map(str, files))  # the message already names the image
+        if isinstance(root, (ValueError, FileExistsError)) and str(root).startswith(named):
             raise root from None
         raise ValueError(f"{current_file()}: {type(root).__name__}: {root}") from e
     finally:

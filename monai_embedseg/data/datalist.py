@@ -144,7 +144,12 @@ def split_train_val(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
     items = list(datalist)
     if len(items) < 2:
-        raise ValueError(f"need at least 2 items to split into training and validation, got {len(items)}.")
+        first = items[0] if items and isinstance(items[0], dict) else {}
+        where = f" ({Path(str(first['image'])).parent})" if "image" in first else ""
+        raise ValueError(
+            f"need at least 2 training images to hold some out for validation, got {len(items)}{where}; add more, "
+            "or a val/ split beside train/."
+        )
 
     def key(d: dict) -> str:
         return str(d.get("name", d.get("image", "")))

@@ -184,7 +184,10 @@ class TiffReader(ImageReader):
         images = [img] if isinstance(img, _TiffImage) else list(img)
         arrays, metas = [], []
         for im in images:
-            c = _channel_axis(im.axes, im.array.ndim, self.channel_dim)
+            try:
+                c = _channel_axis(im.axes, im.array.ndim, self.channel_dim)
+            except ValueError as e:
+                raise ValueError(f"{im.filename}: {e}") from None
             spatial_shape = tuple(s for i, s in enumerate(im.array.shape) if i != c)
             n_spatial = len(spatial_shape)
             spacing = im.spacing if im.spacing is not None and len(im.spacing) == n_spatial else (1.0,) * n_spatial

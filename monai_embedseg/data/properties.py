@@ -14,6 +14,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -118,7 +119,9 @@ def compute_dataset_properties(
     stats, file_spacing = _collect_label_stats(items, spacing, one_hot)
     sizes = np.concatenate([st["sizes"] for st in stats])
     if len(sizes) == 0:
-        raise ValueError(f"no objects found in any of the {len(items)} label images.")
+        folders = sorted({str(Path(i).parent) for i in items if isinstance(i, (str, os.PathLike))})
+        where = f" in {', '.join(folders[:3])}" if folders else ""
+        raise ValueError(f"no objects found in any of the {len(items)} label images{where}: every mask is empty.")
     extents = np.concatenate([st["extents"] for st in stats]).astype(np.float64)
     spatial_dims = extents.shape[1]
     candidates = {"argument": spacing, "metadata": file_spacing, "default": default_spacing}
