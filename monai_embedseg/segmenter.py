@@ -32,9 +32,9 @@ def exported_network_overrides(path: str | os.PathLike, device: str | torch.devi
     if path.endswith(".onnx"):
         from monai_embedseg.networks.nets import OnnxNetwork
 
-        return {"network": OnnxNetwork(path).eval(), "precision": "float32"}
-    try:
-        return {"network": torch.jit.load(path, map_location=device or "cpu").eval()}
+        return {"network": OnnxNetwork(path).eval(), "precision": "float32", "load_weights": None}
+    try:  # the weights are in the file: the workflow's weight-loading step does nothing
+        return {"network": torch.jit.load(path, map_location=device or "cpu").eval(), "load_weights": None}
     except Exception as e:  # torch raises RuntimeError/ValueError variants for non-TorchScript files
         raise ValueError(f"{path} is not a TorchScript model ({type(e).__name__}: {e}).") from None
 
@@ -109,6 +109,7 @@ class Segmenter:
         self.in_channels = int(parser.get_parsed_content("in_channels"))
         self.device = parser.get_parsed_content("device")
         spacing = parser.get_parsed_content("voxel_spacing")
+        parser.get_parsed_content("load_weights")
         parser.get_parsed_content("network").eval()  # as the bundle's evaluator runs it: no dropout, running statistics
         self._runner = parser.get_parsed_content("runner")
         self._inferer = parser.get_parsed_content("inferer")

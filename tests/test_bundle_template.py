@@ -225,6 +225,8 @@ def test_spacing_comes_from_the_data_and_an_override_wins(tmp_path):
         )
         wf.initialize()
         assert set(map(tuple, _spacings(wf.parser).values())) == {tuple(expected)}, overrides
+        assert not out.exists()  # building the workflow writes nothing; its run writes the properties first
+        wf.parser.get_parsed_content("run#1")  # save_run_properties, after the data checks
         assert json.loads((out / "dataset_properties.json").read_text())["spacing"] == expected
         # inference reads the spacing training recorded; an inference override wins there too
         wf = bundle_workflow("synthetic_3d", "infer", ["inference.json"], dataset_dir=str(data), output_dir=str(out))
@@ -252,5 +254,6 @@ def test_a_bundle_default_spacing_fills_in_for_masks_that_record_none(tmp_path):
     )
     wf.initialize()
     assert set(map(tuple, _spacings(wf.parser).values())) == {(0.2, 0.073, 0.073)}  # the recipe's default_spacing
+    wf.parser.get_parsed_content("run#1")  # save_run_properties
     props = json.loads((tmp_path / "out" / "dataset_properties.json").read_text())
     assert props["spacing_source"] == "default"

@@ -13,7 +13,15 @@ from __future__ import annotations
 import sys
 import traceback
 
-__all__ = ["EXPLAINED", "root_cause", "explain_errors", "check_training_settings", "check_training_data"]
+__all__ = [
+    "EXPLAINED",
+    "root_cause",
+    "explain_errors",
+    "check_training_settings",
+    "check_training_data",
+    "check_inference_data",
+    "load_trained_weights",
+]
 
 #: error types whose message is written for the user (one line naming the problem and the file)
 EXPLAINED = (ValueError, FileNotFoundError, FileExistsError)
@@ -65,3 +73,38 @@ def check_training_data(datalists: dict) -> bool:
         if not datalists.get(split):
             raise ValueError(f"no {split} images: the dataset folder needs {split} images with masks (see the README).")
     return True
+
+
+def check_inference_data(datalist: list, dataset_dir: str) -> bool:
+    """Refuse an inference run without images, before the model runs.
+
+    Raises:
+        FileNotFoundError: ``datalist`` is empty (no ``<dataset_dir>/test/images``).
+    """
+    if not datalist:
+        raise FileNotFoundError(
+            f"no images to segment: {dataset_dir}/test/images holds none (pass --dataset_dir, or use "
+            "monai-embedseg segment IMAGES --bundle BUNDLE)."
+        )
+    return True
+
+
+def load_trained_weights(network, ckpt_path: str):
+    """Load the trained weights at ``ckpt_path`` into ``network`` (the inference workflow's first step, so that the
+    workflow of an untrained bundle can be built and checked). Returns ``network``.
+
+    Raises:
+        FileNotFoundError: no trained model at ``ckpt_path``.
+        ValueError: the file is not a checkpoint of this network (see :func:`~monai_embedseg.utils.load_weights`).
+    """
+    from pathlib import Path
+
+    from monai_embedseg.utils import load_weights
+
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(
+            f"no trained model: {ckpt_path} does not exist. Run the bundle's training first (it writes model.pt and "
+            "dataset_properties.json there), or point ckpt_path / --checkpoint at a trained model."
+        )
+    device = next(iter(network.parameters()), None)
+    return load_weights(network, ckpt_path, map_location=device.device if device is not None else "cpu")

@@ -93,8 +93,11 @@ def training_datalists(dataset_dir: str, val_fraction: float = 0.15, seed: int =
     return {"train": train, "val": val}
 
 
-def test_datalist(dataset_dir: str, one_hot: str | bool = "auto") -> list[dict]:
-    """The ``test`` split of a release-layout dataset."""
+def test_datalist(dataset_dir: str, one_hot: str | bool = "auto", missing_ok: bool = False) -> list[dict]:
+    """The ``test`` split of a release-layout dataset (``missing_ok``: an empty list when there is none, so that an
+    inference workflow can be built before its data exists; running it then refuses the empty list)."""
+    if missing_ok and not (Path(dataset_dir) / "test" / "images").is_dir():
+        return []
     return release_datalist(dataset_dir, "test", one_hot=one_hot)
 
 
@@ -107,7 +110,8 @@ def prepare_properties(
     resume: bool = False,
     overwrite: bool = False,
 ) -> dict:
-    """Deduce the dataset properties from the train + val masks and save them as JSON in ``output_dir``.
+    """Deduce the dataset properties from the train + val masks (:func:`save_run_properties` writes them as JSON in
+    ``output_dir`` once the run starts).
 
     ``label_key="label_onehot"`` (the release layout's ``masks_onehot``) reads one-hot stacks ``(N, *spatial)``.
     The file (``dataset_properties.json``) sits beside the checkpoints so inference uses the same crop size,
@@ -137,8 +141,6 @@ def prepare_properties(
         )
     if resume and path.is_file():
         return load_properties(str(path))
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    save_properties(props, str(path), overwrite=True)
     return props
 
 
@@ -169,6 +171,28 @@ def _same(a, b) -> bool:
     return bool(np.allclose(np.asarray(a, float), np.asarray(b, float), rtol=1e-6))
 
 
-def read_properties(output_dir: str) -> dict:
-    """Load ``dataset_properties.json`` written by training into ``output_dir`` (clear error when missing)."""
-    return load_properties(str(Path(output_dir) / PROPERTIES_FILE))
+#: the properties an inference workflow is built with before training has run (running it is then refused)
+UNTRAINED_PROPERTIES = {"min_object_size": 0, "spacing": None, "untrained": True}
+
+
+def read_properties(output_dir: str, missing_ok: bool = False) -> dict:
+    """Load ``dataset_properties.json`` written by training into ``output_dir`` (clear error when missing).
+
+    ``missing_ok``: when ``output_dir`` holds no trained model either (no ``model.pt``), return
+    :data:`UNTRAINED_PROPERTIES`, so that the workflow of an untrained bundle can be built and checked
+    (MONAI's ``check_properties``); the first step of running it refuses the missing model.
+    """
+    path = Path(output_dir) / PROPERTIES_FILE
+    if missing_ok and not path.is_file() and not (Path(output_dir) / "model.pt").is_file():
+        return dict(UNTRAINED_PROPERTIES)
+    return load_properties(str(path))
+
+
+def save_run_properties(props: dict, output_dir: str, resume: bool = False) -> bool:
+    """Write the run's ``dataset_properties.json`` (the training workflow's step after its checks; a resumed run
+    keeps its file). Returns ``True``."""
+    path = Path(output_dir) / PROPERTIES_FILE
+    if not (resume and path.is_file()):
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        save_properties(props, str(path), overwrite=True)
+    return True

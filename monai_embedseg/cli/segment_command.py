@@ -123,6 +123,7 @@ def _run_inference_workflow(bundle_dir: Path, overrides: dict, files: Sequence[P
         if value is not None and len(value) != spatial_dims:
             raise ValueError(f"{option} needs {spatial_dims} values (one per spatial axis), got {list(value)}.")
     try:
+        parser.get_parsed_content("load_weights")  # the workflow's first step, taken here to time it and name errors
         evaluator = parser.get_parsed_content("evaluator")
     except Exception as e:  # MONAI wraps a failing config expression; the cause says what is wrong
         root = root_cause(e)

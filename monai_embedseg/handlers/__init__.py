@@ -7,5 +7,6 @@ from .instance_panels import InstancePanelsHandler, instance_colors, middle_slic
 from .loss_terms import LossTermsHandler
 from .resume import BestModelSaver, ResumeHandler, TrainingCheckpointSaver, latest_checkpoint
 from .step_time import STEP_PARTS, StepTimeHandler
+from .summary_writer import LazySummaryWriter
 from .thread_count import ThreadCountHandler
 from .time_to_accuracy import TimeToAccuracyHandler
