@@ -82,3 +82,24 @@ def test_only_the_sparse_channel_is_rescaled():
         out = ScaleIntensityContentPercentiles()(np.concatenate([sparse, dense]))
     np.testing.assert_array_equal(out[1:], _monai(dense))
     assert out[0].max() < 1.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+@pytest.mark.parametrize("shape, side", [((600, 700), 15), ((40, 200, 170), 10)])
+def test_block_wise_percentiles_follow_the_same_rule_as_the_transform(shape, side, dtype):
+    from monai_embedseg.data import ArrayVolume
+    from monai_embedseg.data.percentiles import content_percentiles, volume_tile_maxima
+    from monai_embedseg.intensity import tile_maxima
+
+    rng = np.random.default_rng(4)
+    img = np.clip(_slide(shape, side, rng), 0, None).astype(dtype)
+    volume = ArrayVolume(img, len(shape))
+    tiles = [64] * len(shape)
+    maxima = volume_tile_maxima(volume, tiles, max_voxels=7_000)  # slabs cut across tiles
+    np.testing.assert_array_equal(maxima[0], tile_maxima(img[0].astype(np.float32), tiles))
+    found, fraction = content_percentiles(volume, max_voxels=7_000)
+    low, high, expected_fraction = ScaleIntensityContentPercentiles()._content_range(img[0].astype(np.float32))
+    np.testing.assert_allclose(found[0], [low, high], rtol=1e-5)
+    assert fraction == pytest.approx(expected_fraction) and fraction < 0.1  # one tile of a few
+    dense = ArrayVolume(rng.gamma(2.0, 30.0, (1, *shape)).astype(dtype), len(shape))
+    assert content_percentiles(dense, max_voxels=7_000)[1] is None

@@ -17,13 +17,16 @@ in float32 like MONAI's, equals ``numpy.percentile`` of the float32 image up to 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["slab_slices", "volume_percentiles"]
+from monai_embedseg.intensity import CONTENT_TILE, SPARSE_RATIO, content_level, is_mostly_empty, tile_mask
+
+__all__ = ["content_percentiles", "slab_slices", "volume_percentiles", "volume_tile_maxima"]
 
 _BINS = 1 << 16
 _GATHER_MAX = 1 << 22
@@ -55,11 +58,20 @@ def _as_values(block: np.ndarray) -> np.ndarray:
     return np.asarray(block, dtype=np.float32).reshape(-1)
 
 
+def _selected(block: np.ndarray, c: int, slices: tuple[slice, ...], tiles: tuple | None) -> np.ndarray:
+    """Channel ``c`` of a slab's ``block``, flattened: every voxel, or with ``tiles = (tile, content (C, *grid))`` only
+    those in the content tiles of that channel."""
+    if tiles is None or tiles[1][c].all():
+        return block[c].reshape(-1)
+    tile, content = tiles
+    return block[c][tile_mask(content[c], block.shape[1:], tile, [s.start for s in slices])]
+
+
 def _small_int(dtype: np.dtype) -> bool:
     return dtype == np.bool_ or (dtype.kind in "ui" and dtype.itemsize <= 2)
 
 
-def _slab_bincount(volume: Any, slices: tuple[slice, ...]) -> np.ndarray:
+def _slab_bincount(volume: Any, slices: tuple[slice, ...], tiles: tuple | None = None) -> np.ndarray:
     """``(C, 2**bits)`` int64 histogram of one slab of a <= 16-bit integer volume (offset for signed types)."""
     block = volume.read(slices)
     dt = np.dtype(volume.dtype)
@@ -67,17 +79,17 @@ def _slab_bincount(volume: Any, slices: tuple[slice, ...]) -> np.ndarray:
     offset = -(1 << (bits - 1)) if dt.kind == "i" else 0
     out = np.empty((block.shape[0], 1 << bits), dtype=np.int64)
     for c in range(block.shape[0]):
-        v = block[c].reshape(-1).astype(np.int64) - offset
+        v = _selected(block, c, slices, tiles).astype(np.int64) - offset
         out[c] = np.bincount(v, minlength=1 << bits)
     return out
 
 
-def _slab_minmax(volume: Any, slices: tuple[slice, ...]) -> np.ndarray:
+def _slab_minmax(volume: Any, slices: tuple[slice, ...], tiles: tuple | None = None) -> np.ndarray:
     """``(C, 3)`` min, max and NaN count of one slab."""
     block = volume.read(slices)
     out = np.empty((block.shape[0], 3))
     for c in range(block.shape[0]):
-        v = _as_values(block[c])
+        v = _as_values(_selected(block, c, slices, tiles))
         nan = np.isnan(v)
         n_nan = int(nan.sum())
         w = v[~nan] if n_nan else v
@@ -85,7 +97,9 @@ def _slab_minmax(volume: Any, slices: tuple[slice, ...]) -> np.ndarray:
     return out
 
 
-def _slab_refine(volume: Any, slices: tuple[slice, ...], queries: list[tuple[int, float, float, bool]]) -> list:
+def _slab_refine(
+    volume: Any, slices: tuple[slice, ...], queries: list[tuple[int, float, float, bool]], tiles: tuple | None = None
+) -> list:
     """For each query ``(channel, lo, hi, gather)`` over one slab: the voxels in ``[lo, hi]`` and below ``lo``.
 
     Returns, per query, ``(n_below, vmin, vmax, hist (BINS,))`` or ``(n_below, vmin, vmax, values)`` when ``gather``.
@@ -93,7 +107,7 @@ def _slab_refine(volume: Any, slices: tuple[slice, ...], queries: list[tuple[int
     block = volume.read(slices)
     out = []
     for c, lo, hi, gather in queries:
-        v = _as_values(block[c]).astype(np.float64)
+        v = _as_values(_selected(block, c, slices, tiles)).astype(np.float64)
         n_below = int(np.count_nonzero(v < lo))
         w = v[(v >= lo) & (v <= hi)]
         vmin, vmax = (float(w.min()), float(w.max())) if w.size else (np.inf, -np.inf)
@@ -145,6 +159,7 @@ def volume_percentiles(
     q: Sequence[float] = (1.0, 99.8),
     compute: Callable[[list], list] | None = None,
     max_voxels: int = _SLAB_VOXELS,
+    tiles: tuple[Sequence[int], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Exact per-channel percentiles of a volume read slab by slab (see the module docstring).
 
@@ -155,13 +170,15 @@ def volume_percentiles(
         compute: runs a list of ``dask.delayed`` tasks and returns their results in order (default: Dask's threaded
             scheduler); pass one bound to a ``dask.distributed.Client`` to use a cluster.
         max_voxels: voxels per slab task (memory per task ~ 12 bytes per voxel).
+        tiles: ``(tile, content)``: take each channel's percentiles over the voxels of its tiles marked in
+            ``content`` ``(C, *grid)`` bool (the grid of ``tile`` voxels per axis, see :func:`volume_tile_maxima`).
 
     Returns:
         float32 array ``(C, len(q))``: per channel, the values that ``np.percentile(image[c].astype(float32), q)``
-        gives (see the module docstring about the last bit).
+        gives (see the module docstring about the last bit), over the content tiles' voxels with ``tiles``.
 
     Raises:
-        ValueError: ``q`` outside [0, 100], or a volume holding NaN values.
+        ValueError: ``q`` outside [0, 100], a volume holding NaN values, or a channel without content tiles.
     """
     import dask
 
@@ -170,30 +187,44 @@ def volume_percentiles(
         raise ValueError(f"percentiles must be in [0, 100], got {q}.")
     compute = compute or _default_compute
     slabs = slab_slices(volume.spatial_shape, max_voxels)
-    n = math.prod(volume.spatial_shape)
     n_ch = volume.n_channels
-    ranks = _needed_ranks(n, q)
+    if tiles is None:
+        counts = [math.prod(volume.spatial_shape)] * n_ch
+    else:
+        tile, content = list(tiles[0]), np.asarray(tiles[1], dtype=bool)
+        tiles = (tile, content)
+        sizes = [
+            np.diff(np.minimum(np.arange(0, g + 1) * t, n))
+            for g, t, n in zip(content.shape[1:], tile, volume.spatial_shape)
+        ]
+        voxels = functools.reduce(np.multiply.outer, sizes)
+        counts = [int(voxels[content[c]].sum()) for c in range(n_ch)]
+        if min(counts) == 0:
+            raise ValueError("a channel has no content tiles: its percentiles are undefined.")
+    ranks = [_needed_ranks(n, q) for n in counts]
     dtype = np.dtype(volume.dtype)
     stats: list[dict[int, float]] = [{} for _ in range(n_ch)]
     if _small_int(dtype):
-        hists = compute([dask.delayed(_slab_bincount, pure=False)(volume, s) for s in slabs])
+        hists = compute([dask.delayed(_slab_bincount, pure=False)(volume, s, tiles) for s in slabs])
         total = np.sum(hists, axis=0)
         bits = 8 * dtype.itemsize if dtype != np.bool_ else 1
         offset = -(1 << (bits - 1)) if dtype.kind == "i" else 0
         for c in range(n_ch):
             cum = np.cumsum(total[c])
-            for r in ranks:
+            for r in ranks[c]:
                 stats[c][r] = float(np.float32(int(np.searchsorted(cum, r, side="right")) + offset))
-        return np.stack([_interpolate(n, q, stats[c]) for c in range(n_ch)])
-    mm = np.stack(compute([dask.delayed(_slab_minmax, pure=False)(volume, s) for s in slabs]))
+        return np.stack([_interpolate(counts[c], q, stats[c]) for c in range(n_ch)])
+    mm = np.stack(compute([dask.delayed(_slab_minmax, pure=False)(volume, s, tiles) for s in slabs]))
     if mm[:, :, 2].sum() > 0:
         raise ValueError(f"{getattr(volume, 'path', 'volume')} holds NaN values; percentiles are undefined.")
     # per (channel, rank): [lo, hi], voxels below lo, whether to gather next
-    state = {(c, r): [float(mm[:, c, 0].min()), float(mm[:, c, 1].max()), 0, False] for c in range(n_ch) for r in ranks}
+    state = {
+        (c, r): [float(mm[:, c, 0].min()), float(mm[:, c, 1].max()), 0, False] for c in range(n_ch) for r in ranks[c]
+    }
     while state:
         keys = list(state)
         queries = [(c, state[k][0], state[k][1], state[k][3]) for k in keys for c in [k[0]]]
-        parts = compute([dask.delayed(_slab_refine, pure=False)(volume, s, queries) for s in slabs])
+        parts = compute([dask.delayed(_slab_refine, pure=False)(volume, s, queries, tiles) for s in slabs])
         for i, (c, r) in enumerate(keys):
             lo, hi, _, gather = state[(c, r)]
             below = sum(p[i][0] for p in parts)
@@ -215,4 +246,69 @@ def volume_percentiles(
             new_lo = float(edges[b])
             new_hi = float(hi if b == _BINS - 1 else np.nextafter(edges[b + 1], -np.inf))
             state[(c, r)] = [new_lo, new_hi, 0, int(hist[b]) <= _GATHER_MAX]
-    return np.stack([_interpolate(n, q, stats[c]) for c in range(n_ch)])
+    return np.stack([_interpolate(counts[c], q, stats[c]) for c in range(n_ch)])
+
+
+def _slab_tile_maxima(volume: Any, slices: tuple[slice, ...], tile: Sequence[int]) -> tuple[list, np.ndarray]:
+    """Per channel, the maxima of the parts of the global ``tile`` grid inside one slab: ``(tile index ranges per
+    axis, (C, *parts))``."""
+    block = np.asarray(volume.read(slices), dtype=np.float32)
+    starts, ranges = [], []
+    for s, t in zip(slices, tile):
+        cuts = np.unique(np.concatenate([[s.start], np.arange((s.start // t + 1) * t, s.stop, t)]))
+        starts.append(cuts - s.start)
+        ranges.append(cuts // t)
+    out = block
+    for axis, st in enumerate(starts):
+        out = np.maximum.reduceat(out, st, axis=axis + 1)
+    return ranges, out
+
+
+def volume_tile_maxima(
+    volume: Any, tile: Sequence[int], compute: Callable[[list], list] | None = None, max_voxels: int = _SLAB_VOXELS
+) -> np.ndarray:
+    """Maximum of every tile of ``tile`` voxels per axis of a volume read slab by slab: ``(C, *ceil(shape / tile))``
+    float32 (NaN propagates)."""
+    import dask
+
+    compute = compute or _default_compute
+    shape = volume.spatial_shape
+    grid = np.full((volume.n_channels, *[math.ceil(n / t) for n, t in zip(shape, tile)]), -np.inf, np.float32)
+    slabs = slab_slices(shape, max_voxels)
+    for ranges, part in compute([dask.delayed(_slab_tile_maxima, pure=False)(volume, s, tile) for s in slabs]):
+        index = (slice(None), *np.ix_(*ranges))
+        grid[index] = np.maximum(grid[index], part)
+    return grid
+
+
+def content_percentiles(
+    volume: Any,
+    q: Sequence[float] = (1.0, 99.8),
+    compute: Callable[[list], list] | None = None,
+    max_voxels: int = _SLAB_VOXELS,
+    tile: int = CONTENT_TILE,
+    ratio: float = SPARSE_RATIO,
+) -> tuple[np.ndarray, float | None]:
+    """The two normalisation percentiles ``q`` of each channel, over the whole volume or, for a mostly empty channel,
+    over its tiles holding content (the rule of :mod:`monai_embedseg.intensity`, as the in-memory transform applies
+    it).
+
+    Returns:
+        ``(range (C, 2) float32, fraction)``: ``fraction`` of the volume's tiles that hold content (the smallest over
+        the mostly empty channels), ``None`` when no channel is mostly empty.
+    """
+    whole = volume_percentiles(volume, q, compute, max_voxels)
+    tiles = [int(tile)] * len(volume.spatial_shape)
+    maxima = volume_tile_maxima(volume, tiles, compute, max_voxels)
+    peaks = maxima.reshape(maxima.shape[0], -1).max(axis=1)
+    sparse = [is_mostly_empty(float(lo), float(hi), float(p), ratio) for (lo, hi), p in zip(whole, peaks)]
+    if not any(sparse):
+        return whole, None
+    content = np.ones(maxima.shape, dtype=bool)
+    for c, (lo, hi) in enumerate(whole):
+        if sparse[c]:
+            content[c] = maxima[c] > content_level(float(lo), float(hi), ratio)
+    ranged = volume_percentiles(volume, q, compute, max_voxels, tiles=(tiles, content))
+    if any(hi <= lo for lo, hi in ranged):  # the content is constant: keep the whole-volume range
+        return whole, None
+    return ranged, float(min(content[c].mean() for c in range(len(sparse)) if sparse[c]))

@@ -298,7 +298,9 @@ def segment_blockwise(
         memory_limit: bytes or ``"4GB"`` for this process (local) or per worker (cluster); default: half of this
             machine's available memory, or the smallest worker's limit on a cluster.
         intensity_range: ``(C_in, 2)`` low / high intensities mapped to 0 / 1 (default: the ``predictor.percentiles``
-            of the whole volume, computed once and stored in the output).
+            of the whole volume, or of its tiles holding objects when it is mostly empty, as
+            :func:`~monai_embedseg.data.percentiles.content_percentiles` finds them; computed once and stored in the
+            output).
         scheduler: ``None``/``"threads"`` (Dask's local threaded scheduler), ``"synchronous"``, a
             ``dask.distributed`` address (``"tcp://host:8786"``) or ``Client``.
         workers: blocks at the same time on the local scheduler (default 1: the network already uses every core).
@@ -319,7 +321,7 @@ def segment_blockwise(
             limit too small, an unreachable scheduler.
         FileExistsError: ``output`` exists (finished, or another job's) and ``overwrite`` is False.
     """
-    from monai_embedseg.data.percentiles import volume_percentiles
+    from monai_embedseg.data.percentiles import content_percentiles
     from monai_embedseg.utils import configure_threads
     from monai_embedseg.utils.files import check_output_apart
 
@@ -390,7 +392,14 @@ def segment_blockwise(
             if intensity_range is not None:
                 rng = np.asarray(intensity_range, dtype=np.float32).reshape(volume.n_channels, 2).tolist()
             elif predictor.percentiles is not None:
-                rng = volume_percentiles(volume, predictor.percentiles, compute=runner.compute).tolist()
+                found, fraction = content_percentiles(volume, predictor.percentiles, compute=runner.compute)
+                rng = found.tolist()
+                if fraction is not None:
+                    logger.warning(
+                        f"{getattr(volume, 'path', None) or 'the image'}: a mostly empty image (its intensity "
+                        "percentiles are background values); normalised over the "
+                        f"{100 * fraction:.1f} % of it that holds objects."
+                    )
             meta_spacing = output_spacing if output_spacing is not None else (volume.spacing or spacing)
             create_output(output, shape, layout.block, layout.grid, meta_spacing, job_id, rng)
         job = _Job(

@@ -10,7 +10,6 @@ from .cluster import (
 )
 from .crop import RandObjectCrop, RandObjectCropD, RandObjectCropd, RandObjectCropDict
 from .intensity import (
-    SPARSE_RATIO,
     ScaleIntensityContentPercentiles,
     ScaleIntensityContentPercentilesD,
     ScaleIntensityContentPercentilesd,

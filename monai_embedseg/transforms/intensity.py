@@ -1,11 +1,7 @@
-"""Per-image percentile normalisation that survives mostly empty images.
+"""Per-image percentile normalisation that survives mostly empty images (the rule: :mod:`monai_embedseg.intensity`).
 
-The bundles scale every image so that its 1st / 99.8th intensity percentiles become 0 / 1 (MONAI's
-``ScaleIntensityRangePercentiles``). In a mostly empty image (a small field of objects in a large slide) both
-percentiles are background values, the objects end up tens of times above the range the network was trained on, and
-they are over-segmented. :class:`ScaleIntensityContentPercentiles` gives MONAI's result unchanged for every other
-image; when the scaled image peaks above :data:`SPARSE_RATIO` it takes the percentiles over the tiles that hold
-content (a tile whose brightest pixel is at least half that far above the whole-image range) and says so in a warning
+:class:`ScaleIntensityContentPercentiles` gives MONAI's ``ScaleIntensityRangePercentiles`` result unchanged for every
+image but a mostly empty one, whose percentiles it takes over the tiles that hold content, saying so in a warning
 naming the file.
 """
 
@@ -21,10 +17,17 @@ from monai.transforms.utils_pytorch_numpy_unification import concatenate
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 
 from monai_embedseg.constants import NORMALIZE_PERCENTILES
+from monai_embedseg.intensity import (
+    CONTENT_TILE,
+    SPARSE_RATIO,
+    content_level,
+    is_mostly_empty,
+    tile_mask,
+    tile_maxima,
+)
 from monai_embedseg.labels import label_source
 
 __all__ = [
-    "SPARSE_RATIO",
     "SparseImageWarning",
     "ScaleIntensityContentPercentiles",
     "ScaleIntensityContentPercentilesd",
@@ -32,33 +35,9 @@ __all__ = [
     "ScaleIntensityContentPercentilesDict",
 ]
 
-#: a scaled image whose maximum exceeds this is treated as mostly empty; on the four 2D and one 3D real sets at hand
-#: the maximum of every image lies between 1.0 and 3.6 (objects fill more than 0.2 % of the image), while a slide
-#: with objects on 0.1 % of it reaches about 22
-SPARSE_RATIO = 6.0
-
 
 class SparseImageWarning(UserWarning):
     """A mostly empty image: its intensity percentiles are background values."""
-
-
-def _tile_max(channel: np.ndarray, tile: Sequence[int]) -> np.ndarray:
-    """Maximum of every tile of ``channel`` ``(*spatial)``: ``(*ceil(spatial / tile))`` (last tiles may be short)."""
-    out = channel
-    for axis, (n, t) in enumerate(zip(channel.shape, tile)):
-        out = np.maximum.reduceat(out, np.arange(0, n, max(1, int(t))), axis=axis)
-    return out
-
-
-def _tile_mask(content: np.ndarray, shape: Sequence[int], tile: Sequence[int]) -> np.ndarray:
-    """Pixel mask ``(*shape)`` of the tiles marked in ``content`` (the tile grid of :func:`_tile_max`)."""
-    mask = content
-    for axis, (n, t) in enumerate(zip(shape, tile)):
-        t = max(1, int(t))
-        reps = np.full(mask.shape[axis], t)
-        reps[-1] = n - t * (mask.shape[axis] - 1)
-        mask = np.repeat(mask, reps, axis=axis)
-    return mask
 
 
 class ScaleIntensityContentPercentiles(Transform):
@@ -84,7 +63,7 @@ class ScaleIntensityContentPercentiles(Transform):
         self,
         lower: float = NORMALIZE_PERCENTILES[0],
         upper: float = NORMALIZE_PERCENTILES[1],
-        tile: Sequence[int] | int = 64,
+        tile: Sequence[int] | int = CONTENT_TILE,
         sparse_ratio: float = SPARSE_RATIO,
         content: bool = True,
     ) -> None:
@@ -99,19 +78,12 @@ class ScaleIntensityContentPercentiles(Transform):
     def _content_range(self, channel: np.ndarray) -> tuple[float, float, float] | None:
         """``(low, high, fraction of tiles)`` over the content tiles of a mostly empty ``channel``, else ``None``."""
         low, high = (float(v) for v in np.percentile(channel, [self.lower, self.upper]))
-        spread = high - low
-        peak = float(channel.max())
-        if not np.isfinite(peak) or not np.isfinite(low):  # NaN / Inf: left to the checks downstream
-            return None
-        if spread > 0 and (peak - low) / spread <= self.sparse_ratio:
-            return None
-        if spread <= 0 and peak <= high:  # a constant image
+        if not is_mostly_empty(low, high, float(channel.max()), self.sparse_ratio):
             return None
         tile = [self.tile] * channel.ndim if isinstance(self.tile, int) else list(self.tile)
-        maxima = _tile_max(channel, tile)
-        content = maxima > low + spread * self.sparse_ratio / 2
-        mask = _tile_mask(content, channel.shape, tile)
-        low_c, high_c = (float(v) for v in np.percentile(channel[mask], [self.lower, self.upper]))
+        content = tile_maxima(channel, tile) > content_level(low, high, self.sparse_ratio)
+        values = channel[tile_mask(content, channel.shape, tile)]
+        low_c, high_c = (float(v) for v in np.percentile(values, [self.lower, self.upper]))
         return low_c, high_c, float(content.mean())
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
@@ -155,7 +127,7 @@ class ScaleIntensityContentPercentilesd(MapTransform):
         keys: KeysCollection,
         lower: float = NORMALIZE_PERCENTILES[0],
         upper: float = NORMALIZE_PERCENTILES[1],
-        tile: Sequence[int] | int = 64,
+        tile: Sequence[int] | int = CONTENT_TILE,
         sparse_ratio: float = SPARSE_RATIO,
         content: bool = True,
         allow_missing_keys: bool = False,
