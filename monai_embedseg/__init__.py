@@ -3,7 +3,8 @@
 Where things are (lower layers never import higher ones):
 
 * the method's contracts: :mod:`.embedding` (prediction layout and units), :mod:`.labels` (label formats and their
-  validation), :mod:`.medoid` (object centers), :mod:`.constants`;
+  validation), :mod:`.medoid` (object centers), :mod:`.intensity` (the normalisation rule, mostly empty images),
+  :mod:`.cluster_settings` (the clustering's settings as one value), :mod:`.constants`;
 * MONAI components: :mod:`.transforms`, :mod:`.networks`, :mod:`.losses`, :mod:`.inferers`, :mod:`.metrics`,
   :mod:`.engines`, :mod:`.handlers`, :mod:`.data` (I/O, datasets, dataset properties);
 * pretrained models (registry, the shipped model, bioimage.io packages): :mod:`.pretrained`;
