@@ -103,3 +103,14 @@ def test_block_wise_percentiles_follow_the_same_rule_as_the_transform(shape, sid
     assert fraction == pytest.approx(expected_fraction) and fraction < 0.1  # one tile of a few
     dense = ArrayVolume(rng.gamma(2.0, 30.0, (1, *shape)).astype(dtype), len(shape))
     assert content_percentiles(dense, max_voxels=7_000)[1] is None
+
+
+def test_the_arithmetic_bin_index_equals_the_binary_search_on_every_edge():
+    from monai_embedseg.data.percentiles import _BINS, _bin_index
+
+    rng = np.random.default_rng(5)
+    for lo, hi in [(0.0, 1.0), (44.5, 2537.9), (-3.0, 5.0), (1.0, 1.0 + 1e-13), (7.0, 7.0)]:
+        edges = np.linspace(lo, hi, _BINS + 1)
+        values = np.concatenate([rng.uniform(lo, hi, 200_000), edges, np.nextafter(edges, -np.inf).clip(lo, hi)])
+        expected = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, _BINS - 1)
+        np.testing.assert_array_equal(_bin_index(values, lo, hi), expected if hi > lo else np.zeros_like(expected))
