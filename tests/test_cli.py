@@ -412,3 +412,33 @@ def test_outputs_never_land_among_the_inputs_and_odd_pixels_or_options_get_one_l
     err = capsys.readouterr().err
     assert "channel_dim=5 is out of range" in err and str(dataset / "test" / "images") in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_the_channel_hint_is_given_once(dataset, model, tmp_path, capsys):
+    import tifffile
+
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((40, 48, 3), np.uint8), photometric="rgb")
+    base = ["segment", str(rgb), "--bundle", bundle_path("synthetic_2d"), "--checkpoint", str(model / "model.pt")]
+    assert main([*base, "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "rgb.tif" in err and "1 channel(s) (pass --channel-dim" in err
+    assert main([*base, "--channel-dim", "2", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err  # the channel axis was given: the image simply has 3 channels
+    assert "rgb.tif" in err and "1 channel(s)." in err and "pass --channel-dim" not in err
+
+
+def test_training_shows_a_progress_bar_and_one_log_line_per_epoch_and_takes_a_shipped_bundle_name(tmp_path):
+    from monai_embedseg.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(str(tmp_path / "data"), "nuclei_2d", n_train=4, n_test=1, seed=1, shape=(64, 64))
+    cmd = [sys.executable, "-m", "monai_embedseg", "train", "synthetic_2d", "--epochs", "3", "--roi_size", "[64, 64]"]
+    cmd += ["--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = (result.stdout + result.stderr).replace("\r", "\n").splitlines()
+    assert any(line.startswith("train [3/3]") and "100%" in line for line in lines)  # ignite's ProgressBar
+    logged = [line for line in lines if " - INFO - " in line or " - WARNING - " in line]
+    per_epoch = [sum(f"Epoch[{e}]" in line for line in logged) for e in (1, 2, 3)]
+    assert per_epoch[:2] == [1, 1] and per_epoch[2] <= 3  # the training line; the last epoch adds its validation
+    assert (tmp_path / "out" / "model.pt").is_file()

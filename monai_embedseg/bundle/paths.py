@@ -60,6 +60,26 @@ def bundle_path(name: str) -> str:
     return str(BUNDLES_DIR / name)
 
 
+def resolve_bundle(bundle: str | os.PathLike, config: str = "inference.json") -> Path:
+    """The bundle folder meant by ``bundle``: a folder holding ``configs/<config>``, else a shipped bundle of that name
+    (``dsb2018`` for ``bundles/dsb2018``).
+
+    Raises:
+        FileNotFoundError: neither, naming the missing file and the shipped bundles.
+    """
+    folder = Path(bundle)
+    if (folder / "configs" / config).is_file():
+        return folder
+    shipped = Path(bundle_path(str(bundle)))
+    if folder.name == str(bundle) and (shipped / "configs" / config).is_file():
+        return shipped
+    names = sorted(p.name for p in BUNDLES_DIR.iterdir() if (p / "configs").is_dir()) if BUNDLES_DIR.is_dir() else []
+    raise FileNotFoundError(
+        f"{bundle} is not a bundle folder: {folder / 'configs' / config} does not exist"
+        + (f" (shipped bundles: {', '.join(names)})." if names else ".")
+    )
+
+
 def bundle_workflow(bundle: str | os.PathLike, workflow_type: str, config_files: Sequence[str], **overrides):
     """MONAI ``ConfigWorkflow`` of a bundle, as ``python -m monai.bundle run`` would build it.
 
@@ -74,8 +94,7 @@ def bundle_workflow(bundle: str | os.PathLike, workflow_type: str, config_files:
     """
     from monai.bundle import ConfigWorkflow
 
-    root = Path(bundle) if (Path(bundle) / "configs").is_dir() else Path(bundle_path(str(bundle)))
-    configs = root / "configs"
+    configs = resolve_bundle(bundle, config_files[0]) / "configs"
     config = [str(configs / f) for f in config_files]
     return ConfigWorkflow(
         config_file=config if len(config) > 1 else config[0],
@@ -156,10 +175,7 @@ def trained_model_files(
         weights, exported = Path(model), True
     if bundle is None:
         raise ValueError("--bundle is needed (the bundle folder whose configs/inference.json runs the model).")
-    bundle_dir = Path(bundle)
-    config = bundle_dir / "configs" / "inference.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{bundle} is not a bundle folder: {config} does not exist.")
+    bundle_dir = resolve_bundle(bundle)
     trust_notice(bundle_dir)
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"checkpoint {weights} does not exist.")

@@ -33,9 +33,10 @@ def train(
         FileNotFoundError, FileExistsError, ValueError: one line naming the problem (and the file).
     """
     from monai_embedseg.bundle.checks import EXPLAINED, check_training_settings, root_cause
-    from monai_embedseg.bundle.paths import trust_notice
+    from monai_embedseg.bundle.paths import bundle_workflow, resolve_bundle, trust_notice
 
-    configs = Path(bundle) / "configs"
+    bundle = resolve_bundle(bundle, "train.json")
+    configs = bundle / "configs"
     files = [configs / "train.json", *([configs / "train_fast.json"] if fast else [])]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
@@ -43,8 +44,6 @@ def train(
     if "epochs" in (overrides or {}):
         check_training_settings(overrides["epochs"])  # the bundle's own first step, here before MONAI loads
     trust_notice(bundle)
-    from monai_embedseg.bundle.paths import bundle_workflow
-
     settings = dict(overrides or {})
     for key, value in (("dataset_dir", dataset_dir), ("output_dir", output_dir)):
         if value is not None:
