@@ -1,6 +1,6 @@
 """Bad inputs, as a new user makes them: every command run on a mistake, counting tracebacks and lost data.
 
-    python benchmarks/bad_inputs.py [--only PATTERN] [--workdir DIR] [--jobs 2]
+    python benchmarks/bad_inputs.py [--only PATTERN ...] [--workdir DIR] [--jobs 2]
 
 Each case runs the installed command line in a fresh process (``python -m monai_embedseg ...`` or ``python -m
 monai.bundle run training ...``) on generated inputs: images and masks made with
@@ -628,7 +628,7 @@ def run_case(case: Case, timeout: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Build the inputs, run the cases, print the table; 1 if any case fails."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", default=None, help="run the cases whose name matches this glob")
+    p.add_argument("--only", nargs="+", default=None, help="run the cases whose name matches one of these globs")
     p.add_argument("--workdir", default=None, help="keep the inputs and outputs here (default: a temporary folder)")
     p.add_argument("--jobs", type=int, default=2, help="cases at a time")
     p.add_argument("--timeout", type=int, default=300, help="seconds per case")
@@ -639,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     w.mkdir(parents=True, exist_ok=True)
     if not (w / "imgs").exists():
         _make_inputs(w)
-    cases = [c for c in _cases(w) if args.only is None or fnmatch.fnmatch(c.name, args.only)]
+    cases = [c for c in _cases(w) if args.only is None or any(fnmatch.fnmatch(c.name, g) for g in args.only)]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda c: run_case(c, args.timeout), cases))
     print("| case | exit | traceback | one line | names it | lost | s | message |")
