@@ -57,20 +57,20 @@ def test_a_mostly_empty_image_is_scaled_over_the_tiles_holding_objects(shape, si
     field = tuple(slice(0, 66) for _ in shape)  # the content tile(s) of the corner field
     meta = MetaTensor(torch.from_numpy(img), meta={"filename_or_obj": "slide.tif"})
     with pytest.warns(SparseImageWarning, match=r"slide.tif: a mostly empty image.* normalised over the"):
-        out = ScaleIntensityContentPercentiles(tile=64)(meta)
+        out = ScaleIntensityContentPercentiles(tile=64, content=True)(meta)
     expected = _monai(img[(slice(None), *[slice(0, 64)] * len(shape))])  # the field's own tile
     assert 0.9 < float(out.max()) < 1.5
     np.testing.assert_allclose(out.numpy()[(0, *field)].max(), expected.max(), rtol=0.05)
 
 
-def test_a_constant_slide_with_one_field_is_rescued_and_content_false_only_warns():
+def test_a_constant_slide_with_one_field_is_rescued_on_request_and_otherwise_only_warned_about():
     img = np.full((1, 1000, 1000), 3, np.uint8)
     img[0, 10:30, 10:30] = 200  # 0.04 % of the image: both percentiles are 3
     with pytest.warns(SparseImageWarning, match="normalised over"):
-        out = ScaleIntensityContentPercentiles()(img)
+        out = ScaleIntensityContentPercentiles(content=True)(img)
     assert 0.9 < out.max() <= 1.0 and out.min() >= 0.0
     with pytest.warns(SparseImageWarning, match="over-segmented"):
-        kept = ScaleIntensityContentPercentiles(content=False)(img)
+        kept = ScaleIntensityContentPercentiles()(img)  # the default: scaled as in training, with a warning
     np.testing.assert_array_equal(kept, _monai(img.astype(np.float32)))
 
 
@@ -79,7 +79,7 @@ def test_only_the_sparse_channel_is_rescaled():
     sparse = _slide((500, 500), 12, rng)
     dense = rng.gamma(2.0, 30.0, (1, 500, 500)).astype(np.float32)
     with pytest.warns(SparseImageWarning):
-        out = ScaleIntensityContentPercentiles()(np.concatenate([sparse, dense]))
+        out = ScaleIntensityContentPercentiles(content=True)(np.concatenate([sparse, dense]))
     np.testing.assert_array_equal(out[1:], _monai(dense))
     assert out[0].max() < 1.5
 

@@ -180,37 +180,30 @@ def test_layer_scale_is_the_spacing_only_for_a_model_trained_in_physical_units(t
     assert spacing == [0.25, 0.25]
 
 
-def test_a_mostly_empty_image_is_normalised_over_its_objects(tmp_path, capsys):
+def test_a_mostly_empty_image_is_normalised_over_its_objects_on_request(tmp_path, capsys):
     field = np.ascontiguousarray(nuclei_2d()[0][0][:128, :128])
     sparse = np.full((1536, 1536), 3, np.uint8)  # objects on 0.1 % of the pixels: the percentiles are background
     sparse[:128, :128] = field
-    segmenter = Segmenter(model="nuclei-2d", tta=False)
+    segmenter = Segmenter(model="nuclei-2d", tta=False, normalize_content=True)
     segmenter.predict(field)
     assert segmenter.warning is None
     alone = segmenter.cluster()
-    with pytest.warns(UserWarning, match="mostly empty image"):
+    with pytest.warns(UserWarning, match="a mostly empty image .* normalised over the"):
         segmenter.predict(sparse)
     in_slide = segmenter.cluster()
     assert in_slide[128:].max() == 0 and in_slide[:, 128:].max() == 0
     # whole-image percentiles over-segment the field (21 objects for 11); the content tiles' give the field's result
     assert alone.max() >= 5 and ap_dsb([alone], [in_slide[:128, :128]], 0.5)[0] >= 0.9
     tifffile.imwrite(tmp_path / "slide.tif", sparse)
-    assert (
-        main(
-            [
-                "segment",
-                str(tmp_path / "slide.tif"),
-                "--model",
-                "nuclei-2d",
-                "--no-tta",
-                "--output",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 0
-    )
+    args = ["segment", str(tmp_path / "slide.tif"), "--model", "nuclei-2d", "--no-tta", "--output", str(tmp_path / "o")]
+    assert main(args) == 0  # by default the image is scaled as in training, and the warning says what to do
+    err = capsys.readouterr().err
+    assert "slide.tif: its brightest pixels are far above" in err and "--normalize content" in err
+    labels = tmp_path / "o" / "slide_labels.tif"
+    assert ap_dsb([alone], [read_tiff(labels)[:128, :128]], 0.5)[0] < 0.5
+    assert main([*args, "--normalize", "content", "--overwrite"]) == 0
     assert "slide.tif: a mostly empty image" in capsys.readouterr().err
-    assert ap_dsb([alone], [read_tiff(tmp_path / "o" / "slide_labels.tif")[:128, :128]], 0.5)[0] >= 0.9
+    assert ap_dsb([alone], [read_tiff(labels)[:128, :128]], 0.5)[0] >= 0.9
 
 
 def test_a_large_image_is_segmented_block_by_block_into_a_zarr_store(qtbot, viewer_and_widget, tmp_path):

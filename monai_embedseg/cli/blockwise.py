@@ -97,6 +97,7 @@ def run_from_args(args: argparse.Namespace) -> dict:
         precision=args.precision,
         paper_thresholds=args.paper_thresholds,
         spacing=args.spacing,
+        normalize_content=args.normalize == "content",
     )
     print(
         f"wrote {summary['objects']} objects to {summary['output']} ({summary['blocks']} blocks of "
@@ -126,6 +127,7 @@ def segment_large(
     workers: int | None = None,
     halo_margin: int | Sequence[int] | None = None,
     progress: bool = True,
+    normalize_content: bool = False,
 ) -> dict:
     """Segment one large image (Zarr / OME-Zarr / TIFF) with a bundle, block by block, into an OME-Zarr label store.
 
@@ -135,7 +137,7 @@ def segment_large(
             ``(C, *spatial)``.
         bundle: bundle folder (``configs/inference.json``: network, spacing, precision).
         output: ``*.zarr`` store to write (labels uint32 at ``"0"``, spacing in the OME metadata).
-        checkpoint, model, properties, tta, device, precision, paper_thresholds, spacing: as for
+        checkpoint, model, properties, tta, device, precision, paper_thresholds, spacing, normalize_content: as for
             :func:`monai_embedseg.cli.segment` (``model``: a pretrained model name or a bioimage.io package).
         roi_size: sliding-window size inside a block (default: each block in one network call).
         block_size: core size per axis (default: the largest that fits ``memory_limit``).
@@ -231,6 +233,7 @@ def segment_large(
         workers=workers,
         overwrite=overwrite,
         progress=progress,
+        normalize_content=normalize_content,
     )
 
 

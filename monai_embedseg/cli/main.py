@@ -74,6 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="seed 0.9 / foreground 0.5 instead of the thresholds tuned on the validation split",
     )
+    p.add_argument(
+        "--normalize",
+        default="image",
+        choices=["image", "content"],
+        help="intensity percentiles over the whole image (as in training; default) or, for a mostly empty image, over "
+        "the tiles holding objects",
+    )
     p.add_argument("--block-size", type=_positive, nargs="+", default=None, help="block-wise (*.zarr output): core")
     p.add_argument("--memory-limit", default=None, help="block-wise: memory for the blocks, e.g. 4GB")
     p.add_argument("--scheduler", default=None, help="block-wise: dask.distributed scheduler address")
@@ -168,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 paper_thresholds=args.paper_thresholds,
                 model=args.model,
                 spacing=args.spacing,
+                normalize_content=args.normalize == "content",
             )
             print(f"wrote {len(files)} label image(s) to {args.output}")
         elif args.command == "evaluate":

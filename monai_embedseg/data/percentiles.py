@@ -306,10 +306,14 @@ def content_percentiles(
     max_voxels: int = _SLAB_VOXELS,
     tile: int = CONTENT_TILE,
     ratio: float = SPARSE_RATIO,
+    apply: bool = True,
 ) -> tuple[np.ndarray, float | None]:
     """The two normalisation percentiles ``q`` of each channel, over the whole volume or, for a mostly empty channel,
     over its tiles holding content (the rule of :mod:`monai_embedseg.intensity`, as the in-memory transform applies
     it).
+
+    Args:
+        apply: ``False``: only recognise a mostly empty volume (the range stays the whole volume's).
 
     Returns:
         ``(range (C, 2) float32, fraction)``: ``fraction`` of the volume's tiles that hold content (the smallest over
@@ -326,7 +330,10 @@ def content_percentiles(
     for c, (lo, hi) in enumerate(whole):
         if sparse[c]:
             content[c] = maxima[c] > content_level(float(lo), float(hi), ratio)
+    fraction = float(min(content[c].mean() for c in range(len(sparse)) if sparse[c]))
+    if not apply:
+        return whole, fraction
     ranged = volume_percentiles(volume, q, compute, max_voxels, tiles=(tiles, content))
     if any(hi <= lo for lo, hi in ranged):  # the content is constant: keep the whole-volume range
         return whole, None
-    return ranged, float(min(content[c].mean() for c in range(len(sparse)) if sparse[c]))
+    return ranged, fraction

@@ -282,6 +282,7 @@ def segment_blockwise(
     align: int = 8,
     overwrite: bool = False,
     progress: bool = True,
+    normalize_content: bool = False,
 ) -> dict:
     """Segment an image larger than memory block by block into an OME-Zarr label store (see the module docstring).
 
@@ -311,6 +312,8 @@ def segment_blockwise(
         overwrite: replace an existing store at ``output`` (else a finished store or another run's store is refused,
             and an unfinished run of the same job is resumed).
         progress: tqdm bars over the blocks.
+        normalize_content: for a mostly empty volume, take the percentiles over its tiles holding objects (default:
+            over the whole volume, as the model was trained, with a warning).
 
     Returns:
         summary dict: ``output``, ``shape``, ``block_size``, ``halo``, ``grid``, ``blocks``, ``blocks_resumed``,
@@ -392,13 +395,20 @@ def segment_blockwise(
             if intensity_range is not None:
                 rng = np.asarray(intensity_range, dtype=np.float32).reshape(volume.n_channels, 2).tolist()
             elif predictor.percentiles is not None:
-                found, fraction = content_percentiles(volume, predictor.percentiles, compute=runner.compute)
+                found, fraction = content_percentiles(
+                    volume, predictor.percentiles, compute=runner.compute, apply=normalize_content
+                )
                 rng = found.tolist()
-                if fraction is not None:
+                name = getattr(volume, "path", None) or "the image"
+                if fraction is not None and normalize_content:
                     logger.warning(
-                        f"{getattr(volume, 'path', None) or 'the image'}: a mostly empty image (its intensity "
-                        "percentiles are background values); normalised over the "
-                        f"{100 * fraction:.1f} % of it that holds objects."
+                        f"{name}: a mostly empty image (its intensity percentiles are background values); normalised "
+                        f"over the {100 * fraction:.1f} % of it that holds objects."
+                    )
+                elif fraction is not None:
+                    logger.warning(
+                        f"{name}: its intensity percentiles are background values (a mostly empty image?). Objects "
+                        "may be over-segmented: normalise over the region holding objects with --normalize content."
                     )
             meta_spacing = output_spacing if output_spacing is not None else (volume.spacing or spacing)
             create_output(output, shape, layout.block, layout.grid, meta_spacing, job_id, rng)

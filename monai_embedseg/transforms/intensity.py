@@ -1,8 +1,8 @@
 """Per-image percentile normalisation that survives mostly empty images (the rule: :mod:`monai_embedseg.intensity`).
 
 :class:`ScaleIntensityContentPercentiles` gives MONAI's ``ScaleIntensityRangePercentiles`` result unchanged for every
-image but a mostly empty one, whose percentiles it takes over the tiles that hold content, saying so in a warning
-naming the file.
+image; a mostly empty one gets a warning naming the file and, with ``content=True``, its percentiles taken over the
+tiles that hold content.
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ class ScaleIntensityContentPercentiles(Transform):
         tile: tile side per spatial axis (one value for all), in pixels.
         sparse_ratio: scaled maximum above which a channel counts as mostly empty; tiles whose own maximum scales
             above half of it hold content.
-        content: ``True``: rescale mostly empty channels over their content tiles; ``False``: keep the whole-image
-            percentiles (only warn).
+        content: ``True``: rescale mostly empty channels over their content tiles; ``False`` (default): keep the
+            whole-image percentiles, as the model was trained, and warn. Off by default because some real data has
+            mostly empty channels in training too (a fluorescence channel where few objects glow): a model trained on
+            such images expects them scaled as in training.
 
     Input ``(C, *spatial)`` numpy array or torch tensor (2D or 3D); output of the same kind, float32.
     """
@@ -65,7 +67,7 @@ class ScaleIntensityContentPercentiles(Transform):
         upper: float = NORMALIZE_PERCENTILES[1],
         tile: Sequence[int] | int = CONTENT_TILE,
         sparse_ratio: float = SPARSE_RATIO,
-        content: bool = True,
+        content: bool = False,
     ) -> None:
         self.lower, self.upper = float(lower), float(upper)
         self.tile = tile
@@ -97,8 +99,8 @@ class ScaleIntensityContentPercentiles(Transform):
         if not self.content or any(r is not None and r[1] <= r[0] for r in ranges):
             warnings.warn(
                 f"{source}: its brightest pixels are far above its {self.lower:g} / {self.upper:g} % intensity "
-                "percentiles, which are background values (a mostly empty image?). Objects will be over-segmented: "
-                "crop the image to the region holding objects.",
+                "percentiles, which are background values (a mostly empty image?). Objects may be over-segmented: "
+                "crop the image to the region holding objects, or normalise over it (segment --normalize content).",
                 SparseImageWarning,
                 stacklevel=2,
             )
@@ -129,7 +131,7 @@ class ScaleIntensityContentPercentilesd(MapTransform):
         upper: float = NORMALIZE_PERCENTILES[1],
         tile: Sequence[int] | int = CONTENT_TILE,
         sparse_ratio: float = SPARSE_RATIO,
-        content: bool = True,
+        content: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
