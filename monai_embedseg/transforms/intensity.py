@@ -11,10 +11,11 @@ import warnings
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
+import torch
 from monai.config import KeysCollection, NdarrayOrTensor
-from monai.transforms import MapTransform, ScaleIntensityRange, ScaleIntensityRangePercentiles, Transform
-from monai.transforms.utils_pytorch_numpy_unification import concatenate
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
+from monai.transforms import MapTransform, ScaleIntensityRange, Transform
+from monai.transforms.utils_pytorch_numpy_unification import percentile
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor
 
 from monai_embedseg.constants import NORMALIZE_PERCENTILES
 from monai_embedseg.intensity import (
@@ -42,8 +43,9 @@ class SparseImageWarning(UserWarning):
 
 class ScaleIntensityContentPercentiles(Transform):
     """Scale each channel so that its ``lower`` / ``upper`` percentiles map to 0 / 1 (no clipping, float32), as
-    ``ScaleIntensityRangePercentiles(lower, upper, 0, 1, clip=False, channel_wise=True)``; for a mostly empty
-    channel (scaled maximum above ``sparse_ratio``) the percentiles are taken over the tiles holding content.
+    ``ScaleIntensityRangePercentiles(lower, upper, 0, 1, clip=False, channel_wise=True)`` (its percentiles, computed
+    once); a mostly empty channel (scaled maximum above ``sparse_ratio``) is warned about and, with ``content``,
+    scaled by the percentiles of its tiles holding content.
 
     Args:
         lower: lower percentile (0-100).
@@ -73,15 +75,10 @@ class ScaleIntensityContentPercentiles(Transform):
         self.tile = tile
         self.sparse_ratio = float(sparse_ratio)
         self.content = bool(content)
-        self._whole = ScaleIntensityRangePercentiles(
-            lower, upper, b_min=0.0, b_max=1.0, clip=False, channel_wise=True, dtype=np.float32
-        )
 
-    def _content_range(self, channel: np.ndarray) -> tuple[float, float, float] | None:
-        """``(low, high, fraction of tiles)`` over the content tiles of a mostly empty ``channel``, else ``None``."""
-        low, high = (float(v) for v in np.percentile(channel, [self.lower, self.upper]))
-        if not is_mostly_empty(low, high, float(channel.max()), self.sparse_ratio):
-            return None
+    def _content_range(self, channel: np.ndarray, low: float, high: float) -> tuple[float, float, float]:
+        """``(low, high, fraction of tiles)`` over the content tiles of a mostly empty ``channel`` ``(*spatial)``
+        whose whole-image percentiles are ``low`` / ``high``."""
         tile = [self.tile] * channel.ndim if isinstance(self.tile, int) else list(self.tile)
         content = tile_maxima(channel, tile) > content_level(low, high, self.sparse_ratio)
         values = channel[tile_mask(content, channel.shape, tile)]
@@ -90,33 +87,41 @@ class ScaleIntensityContentPercentiles(Transform):
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """Scale ``img`` ``(C, *spatial)``; returns the same kind (MetaTensor kept), float32."""
-        img = convert_to_dst_type(img, img, dtype=np.float32)[0]
-        values = convert_to_numpy(img)
+        img = convert_to_dst_type(img, img, dtype=np.float32)[0]  # torch.quantile needs floating point
         source = label_source(img) or "the image"
-        ranges = [self._content_range(values[c]) for c in range(values.shape[0])]
-        if all(r is None for r in ranges):
-            return convert_to_dst_type(self._whole(img), img)[0]
-        if not self.content or any(r is not None and r[1] <= r[0] for r in ranges):
-            warnings.warn(
-                f"{source}: its brightest pixels are far above its {self.lower:g} / {self.upper:g} % intensity "
-                "percentiles, which are background values (a mostly empty image?). Objects may be over-segmented: "
-                "crop the image to the region holding objects, or normalise over it (segment --normalize content).",
-                SparseImageWarning,
-                stacklevel=2,
-            )
-            return convert_to_dst_type(self._whole(img), img)[0]
-        fraction = min(r[2] for r in ranges if r is not None)
-        warnings.warn(
-            f"{source}: a mostly empty image (its {self.lower:g} / {self.upper:g} % intensity percentiles are "
-            f"background values); normalised over the {100 * fraction:.1f} % of it that holds objects.",
-            SparseImageWarning,
-            stacklevel=2,
-        )
-        parts = [
-            self._whole(img[c : c + 1]) if r is None else ScaleIntensityRange(r[0], r[1], 0.0, 1.0)(img[c : c + 1])
-            for c, r in enumerate(ranges)
+        channels = convert_to_tensor(img, track_meta=False)
+        # each channel's range as MONAI's ScaleIntensityRangePercentiles computes it (its percentile, per channel)
+        ranges = [(percentile(d, self.lower), percentile(d, self.upper)) for d in channels]
+        peaks = [float(d.max()) for d in channels]
+        sparse = [is_mostly_empty(float(a), float(b), p, self.sparse_ratio) for (a, b), p in zip(ranges, peaks)]
+        if any(sparse):
+            found = [
+                self._content_range(convert_to_numpy(d), float(a), float(b)) if s and self.content else None
+                for (a, b), d, s in zip(ranges, channels, sparse)
+            ]
+            if not self.content or any(f is not None and f[1] <= f[0] for f in found):
+                warnings.warn(
+                    f"{source}: its brightest pixels are far above its {self.lower:g} / {self.upper:g} % intensity "
+                    "percentiles, which are background values (a mostly empty image?). Objects may be "
+                    "over-segmented: crop the image to the region holding objects, or normalise over it (segment "
+                    "--normalize content).",
+                    SparseImageWarning,
+                    stacklevel=2,
+                )
+            else:
+                fraction = min(f[2] for f in found if f is not None)
+                warnings.warn(
+                    f"{source}: a mostly empty image (its {self.lower:g} / {self.upper:g} % intensity percentiles "
+                    f"are background values); normalised over the {100 * fraction:.1f} % of it that holds objects.",
+                    SparseImageWarning,
+                    stacklevel=2,
+                )
+                ranges = [r if f is None else f[:2] for r, f in zip(ranges, found)]
+        scaled = [
+            convert_to_tensor(ScaleIntensityRange(a, b, 0.0, 1.0, clip=False, dtype=np.float32)(d), track_meta=False)
+            for (a, b), d in zip(ranges, channels)
         ]
-        return convert_to_dst_type(concatenate([convert_to_dst_type(p, img)[0] for p in parts]), img)[0]
+        return convert_to_dst_type(torch.stack(scaled), dst=img, dtype=np.float32)[0]
 
 
 class ScaleIntensityContentPercentilesd(MapTransform):
