@@ -84,3 +84,22 @@ def _collect_images(inputs: Sequence[str]) -> list[Path]:
     if not files:
         raise ValueError(f"no TIFF or NIfTI images found in {', '.join(inputs)}.")
     return files
+
+
+def segment_options(args: argparse.Namespace) -> dict:
+    """The ``segment`` command line's model and inference options as keyword arguments, shared by the whole-image
+    :func:`~monai_embedseg.cli.segment_command.segment` and the block-wise
+    :func:`~monai_embedseg.cli.blockwise.segment_large`."""
+    return {
+        "checkpoint": args.checkpoint,
+        "model": args.model,
+        "properties": args.properties,
+        "tta": args.tta,
+        "roi_size": args.tile,
+        "overwrite": args.overwrite,
+        "device": args.device,
+        "precision": args.precision,
+        "paper_thresholds": args.paper_thresholds,
+        "spacing": args.spacing,
+        "normalize_content": args.normalize == "content",
+    }

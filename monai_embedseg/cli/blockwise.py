@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_embedseg.cli._common import _check_device
+from monai_embedseg.cli._common import _check_device, segment_options
 
 __all__ = ["run_from_args", "segment_large", "wants_blockwise"]
 
@@ -84,20 +84,10 @@ def run_from_args(args: argparse.Namespace) -> dict:
         args.inputs[0],
         args.bundle,
         args.output,
-        checkpoint=args.checkpoint,
-        model=args.model,
-        properties=args.properties,
-        tta=args.tta,
-        roi_size=args.tile,
         block_size=args.block_size,
         memory_limit=args.memory_limit,
         scheduler=args.scheduler,
-        overwrite=args.overwrite,
-        device=args.device,
-        precision=args.precision,
-        paper_thresholds=args.paper_thresholds,
-        spacing=args.spacing,
-        normalize_content=args.normalize == "content",
+        **segment_options(args),
     )
     print(
         f"wrote {summary['objects']} objects to {summary['output']} ({summary['blocks']} blocks of "

@@ -158,24 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if blockwise.wants_blockwise(args):
                 blockwise.run_from_args(args)
                 return 0
+            from monai_embedseg.cli._common import segment_options
             from monai_embedseg.cli.segment_command import segment
 
             files = segment(
                 inputs=args.inputs,
                 bundle=args.bundle,
                 output_dir=args.output,
-                checkpoint=args.checkpoint,
-                properties=args.properties,
-                tta=args.tta,
-                roi_size=args.tile,
-                overwrite=args.overwrite,
-                device=args.device,
                 image_channel_dim=args.channel_dim,
-                precision=args.precision,
-                paper_thresholds=args.paper_thresholds,
-                model=args.model,
-                spacing=args.spacing,
-                normalize_content=args.normalize == "content",
+                **segment_options(args),
             )
             print(f"wrote {len(files)} label image(s) to {args.output}")
         elif args.command == "evaluate":
