@@ -264,6 +264,8 @@ def test_kill_then_resume_equals_an_uninterrupted_run(scene3d, tmp_path):
             HALO,
             **{**kw, "clustering": clustering.replace(min_object_size=4)},
         )
+    with pytest.raises(FileExistsError, match="other settings.*normalize_content"):  # its stored range would differ
+        segment_blockwise(image, out, BlockPredictor(net, percentiles=None), HALO, **kw, normalize_content=True)
     summary = segment_blockwise(image, out, BlockPredictor(net, percentiles=None), HALO, **kw)
     assert summary["blocks_resumed"] == 5
     np.testing.assert_array_equal(read_labels(out), read_labels(full))

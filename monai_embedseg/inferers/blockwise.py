@@ -299,9 +299,9 @@ def segment_blockwise(
         memory_limit: bytes or ``"4GB"`` for this process (local) or per worker (cluster); default: half of this
             machine's available memory, or the smallest worker's limit on a cluster.
         intensity_range: ``(C_in, 2)`` low / high intensities mapped to 0 / 1 (default: the ``predictor.percentiles``
-            of the whole volume, or of its tiles holding objects when it is mostly empty, as
-            :func:`~monai_embedseg.data.percentiles.content_percentiles` finds them; computed once and stored in the
-            output).
+            of the whole volume, or, with ``normalize_content``, of its tiles holding objects when it is mostly empty,
+            as :func:`~monai_embedseg.data.percentiles.content_percentiles` finds them; computed once and stored in
+            the output).
         scheduler: ``None``/``"threads"`` (Dask's local threaded scheduler), ``"synchronous"``, a
             ``dask.distributed`` address (``"tcp://host:8786"``) or ``Client``.
         workers: blocks at the same time on the local scheduler (default 1: the network already uses every core).
@@ -384,6 +384,7 @@ def segment_blockwise(
                 **clustering.as_dict(),
                 "predictor": predictor.fingerprint(),
                 "intensity_range": None if intensity_range is None else np.asarray(intensity_range).tolist(),
+                "normalize_content": bool(normalize_content),
             }
         )
         info = prepare_output(output, job_id, overwrite)
