@@ -6,7 +6,8 @@ Where things are (lower layers never import higher ones):
   validation), :mod:`.medoid` (object centers), :mod:`.intensity` (the normalisation rule, mostly empty images),
   :mod:`.cluster_settings` (the clustering's settings as one value), :mod:`.constants`;
 * MONAI components: :mod:`.transforms`, :mod:`.networks`, :mod:`.losses`, :mod:`.inferers`, :mod:`.metrics`,
-  :mod:`.engines`, :mod:`.handlers`, :mod:`.data` (I/O, datasets, dataset properties);
+  :mod:`.engines`, :mod:`.handlers`, :mod:`.optimizers` (a learning-rate schedule that fits a time limit),
+  :mod:`.data` (I/O, datasets, dataset properties);
 * pretrained models (registry, the shipped model, bioimage.io packages): :mod:`.pretrained`;
 * bundles, the command line and interactive use: :mod:`.bundle`, :mod:`.cli`, :mod:`.segmenter`, :mod:`.napari`
   (the napari plugin);

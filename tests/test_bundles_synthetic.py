@@ -103,12 +103,16 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     started = []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(e.state.epoch))
     saver = wf.parser.get_parsed_content("validate#handlers#3")
-    first_best = torch.load(out / "checkpoint_epoch=1.pt", weights_only=True)["best_model"]["_saved"]
+    first = torch.load(out / "checkpoint_epoch=1.pt", weights_only=True)
+    first_best = first["best_model"]["_saved"]
+    assert first["training_clock"]["seconds"] > 0  # the training time so far, which a time limit continues from
+    clock = wf.parser.get_parsed_content("training_clock")
     assert first_best  # epoch 1 was validated and saved a best model
     restored = []
     trainer.add_event_handler(Events.EPOCH_STARTED(once=2), lambda e: restored.append(saver.state_dict()["_saved"]))
     wf.run()
     assert started == [2, 3]
+    assert clock.elapsed() > first["training_clock"]["seconds"]
     # the best-score record came back with the epoch checkpoint: a worse first validation cannot replace model.pt
     assert type(saver).__name__ == "BestModelSaver"
     assert [tuple(x) for x in restored[0]] == [tuple(x) for x in first_best]
@@ -224,7 +228,7 @@ def test_fast_profile_trains_on_generated_data(bundle, synthetic, tmp_path):
     n_train = len(wf.parser.get_parsed_content("datalists")["train"])
     assert loader.dataset.pool_size == 4 * n_train  # 4 crops per training image
     scheduler = wf.parser.get_parsed_content("lr_scheduler")
-    assert type(scheduler).__name__ == "OneCycleLR" and scheduler.total_steps == 2
+    assert type(scheduler).__name__ == "TimedOneCycleLR" and scheduler.total_steps == 2
     assert wf.parser.get_parsed_content("runner").precision == "auto"
     wf.run()
     trainer = wf.parser.get_parsed_content("train#trainer")
@@ -263,3 +267,35 @@ def test_a_short_run_leaves_a_model_and_a_used_folder_is_refused(tmp_path):
     wf.initialize()
     wf.run()
     assert sorted(p.name for p in out.glob("checkpoint_epoch=*.pt")) == ["checkpoint_epoch=1.pt"]
+
+
+def test_fast_profile_with_a_time_limit_stops_on_time_with_its_schedule_run_through(tmp_path):
+    """--max_minutes: the fast profile's one-cycle schedule is fitted into the minutes given, training stops when they
+    are spent (long before its epochs), the part of an epoch run is validated and the threshold search follows."""
+    out = tmp_path / "out"
+    wf = workflow(
+        "dsb2018",
+        "train",
+        ["train.json", "train_fast.json"],
+        tmp_path,
+        synthetic="nuclei_2d",
+        synthetic_kwargs={"n_train": 4, "n_test": 1, "shape": [96, 96], "seed": 5},
+        epochs=200,
+        max_minutes=0.05,
+        samples_per_epoch=48,
+        batch_size=4,
+        val_interval=50,
+        roi_size=[96, 96],
+    )
+    wf.initialize()
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    clock = wf.parser.get_parsed_content("training_clock")
+    scheduler = wf.parser.get_parsed_content("lr_scheduler")
+    assert trainer.state.epoch < 200 and clock.fraction() == 1.0
+    assert 3.0 <= clock.elapsed() < 3.0 + 30  # stopped at the first iteration past 3 s (one iteration and a validation)
+    assert scheduler.schedule_step() == scheduler.total_steps - 1  # the cycle ran through: the final learning rate
+    assert scheduler.get_last_lr()[0] < 0.002 / 1000
+    with open(out / "time_to_accuracy.csv") as f:  # the last (partial) epoch was validated
+        assert int(list(csv.DictReader(f))[-1]["epoch"]) == trainer.state.epoch
+    assert (out / "model.pt").is_file() and (out / "thresholds.json").is_file()

@@ -48,14 +48,18 @@ def explain_errors() -> bool:
     return True
 
 
-def check_training_settings(epochs: int) -> bool:
+def check_training_settings(epochs: int, max_minutes: float | None = None) -> bool:
     """Refuse settings that cannot train, before the data is read or anything is written.
 
     Raises:
-        ValueError: ``epochs`` < 1.
+        ValueError: ``epochs`` < 1, or ``max_minutes`` neither ``None`` nor a positive number.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"--epochs must be a whole number of at least 1, got {epochs!r}.")
+    if max_minutes is not None and (
+        isinstance(max_minutes, bool) or not isinstance(max_minutes, (int, float)) or not max_minutes > 0
+    ):
+        raise ValueError(f"--max_minutes must be a positive number of minutes (or null), got {max_minutes!r}.")
     return True
 
 

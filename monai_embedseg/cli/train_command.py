@@ -24,7 +24,7 @@ def train(
         dataset_dir: data in the release layout (default: the bundle's ``data/``).
         output_dir: the run's folder (default: the bundle's ``models/``).
         fast: merge the bundle's CPU profile ``configs/train_fast.json``.
-        overrides: more config overrides (``{"epochs": 5, "pretrained": "nuclei-2d"}``).
+        overrides: more config overrides (``{"epochs": 5, "max_minutes": 5, "pretrained": "nuclei-2d"}``).
 
     Returns:
         the output folder (``model.pt``, ``dataset_properties.json``, ``thresholds.json``, TensorBoard events).
@@ -41,8 +41,8 @@ def train(
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"{bundle} is not a trainable bundle folder: {missing[0]} does not exist.")
-    if "epochs" in (overrides or {}):
-        check_training_settings(overrides["epochs"])  # the bundle's own first step, here before MONAI loads
+    if {"epochs", "max_minutes"} & set(overrides or {}):  # the bundle's own first step, here before MONAI loads
+        check_training_settings(overrides.get("epochs", 1), overrides.get("max_minutes"))
     trust_notice(bundle)
     settings = dict(overrides or {})
     for key, value in (("dataset_dir", dataset_dir), ("output_dir", output_dir)):

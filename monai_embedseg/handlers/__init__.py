@@ -9,4 +9,5 @@ from .resume import BestModelSaver, ResumeHandler, TrainingCheckpointSaver, late
 from .step_time import STEP_PARTS, StepTimeHandler
 from .summary_writer import LazySummaryWriter
 from .thread_count import ThreadCountHandler
+from .time_limit import TrainingTimeLimit
 from .time_to_accuracy import TimeToAccuracyHandler

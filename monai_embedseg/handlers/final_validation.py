@@ -12,7 +12,7 @@ class FinalValidationHandler:
 
     MONAI's ``ValidationHandler(interval=10)`` never validates a 4-epoch run, so no best model is written; with this
     handler beside it the last epoch is always validated (once: nothing happens when the last epoch was validated
-    anyway, or when no epoch ran).
+    anyway, or when no epoch ran). A run stopped within an epoch (e.g. by :class:`TrainingTimeLimit`) is validated too.
 
     Args:
         validator: the evaluator (as given to ``ValidationHandler``).
@@ -30,7 +30,8 @@ class FinalValidationHandler:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        """Validate if the last epoch was not validated."""
-        epoch = engine.state.epoch
-        if epoch > 0 and epoch % self.interval != 0:
-            self.validator.run(epoch)
+        """Validate if the last epoch, or the part of it that ran, was not validated."""
+        state = engine.state
+        stopped_within_epoch = bool(state.epoch_length) and state.iteration % state.epoch_length != 0
+        if state.iteration > 0 and (state.epoch % self.interval != 0 or stopped_within_epoch):
+            self.validator.run(state.epoch)

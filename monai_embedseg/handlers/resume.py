@@ -6,6 +6,7 @@ import logging
 import re
 from pathlib import Path
 
+import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
@@ -93,8 +94,12 @@ class ResumeHandler:
     def attach(self, engine: Engine) -> None:
         """Attach a MONAI ``CheckpointLoader`` for the newest checkpoint (if enabled and one exists).
 
+        Objects of ``load_dict`` that the checkpoint lacks (state that an earlier version did not save) start afresh,
+        with a warning; a checkpoint without model or trainer state is refused.
+
         Raises:
             FileExistsError: a fresh run (not enabled, not ``overwrite``) in a folder with another run's checkpoints.
+            ValueError: the newest checkpoint holds no model or trainer state.
         """
         path = refuse_earlier_run(self.save_dir, self.enabled, self.overwrite, self.prefix)
         if not self.enabled:
@@ -107,6 +112,13 @@ class ResumeHandler:
             return
         self.logger.info(f"resuming from {path}")
         load_dict = {**self.load_dict, "trainer": engine}
+        saved = set(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+        lacking = [key for key in load_dict if key not in saved]
+        if {"model", "trainer"} & set(lacking):
+            raise ValueError(f"{path} is not an epoch checkpoint of this training: it holds no {lacking[0]!r}.")
+        for key in lacking:  # state added to the checkpoints by a later version (e.g. the training clock)
+            self.logger.warning(f"{path} holds no {key!r} (an earlier version wrote it): {key} starts afresh")
+            del load_dict[key]
         CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location=self.map_location).attach(engine)
 
 

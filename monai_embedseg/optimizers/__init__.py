@@ -1,0 +1,3 @@
+"""Learning-rate schedules (as ``monai.optimizers``)."""
+
+from .lr_scheduler import TimedOneCycleLR
