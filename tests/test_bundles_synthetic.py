@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import traceback
@@ -180,7 +181,9 @@ def test_multi_gpu_config_runs_under_torchrun_on_cpu(tmp_path):
         "--output_dir",
         str(tmp_path / "out"),
         "--epochs",
-        "1",
+        "100",
+        "--max_minutes",
+        "0.1",
         "--val_interval",
         "1",
         "--num_samples",
@@ -192,8 +195,14 @@ def test_multi_gpu_config_runs_under_torchrun_on_cpu(tmp_path):
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (tmp_path / "out" / "checkpoint_epoch=1.pt").is_file()
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    # both processes stop at the same iteration (the time limit takes the slower one's clock), so neither waits
+    stops = re.findall(r"time limit of 0.1 min reached at epoch (\d+), iteration (\d+)", log)
+    assert len(stops) == 2 and stops[0] == stops[1] and int(stops[0][0]) < 100, log[-6000:]
+    assert (tmp_path / "out" / "model.pt").is_file()  # the part of an epoch run was validated by the first process
+    if int(stops[0][0]) > 1:  # and the first process saved the epochs completed
+        assert list((tmp_path / "out").glob("checkpoint_epoch=*.pt"))
 
 
 @pytest.mark.parametrize("bundle, synthetic", [("dsb2018", "nuclei_2d"), ("bbbc010", "worms_2d")])
