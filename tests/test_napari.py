@@ -141,6 +141,7 @@ def test_training_from_painted_labels_gives_a_model_the_widget_and_the_cli_use(q
     widget.labels_combo.setCurrentText("painted")
     widget.train_dir_edit.setText(str(tmp_path / "runs"))
     widget.epochs_spin.setValue(1)
+    widget.minutes_spin.setValue(10.0)  # a time limit, not reached by this one-epoch run
     widget.train_overrides = {"samples_per_epoch": 32, "val_interval": 1, "roi_size": [128, 128]}
     messages = []
     widget.progressed.connect(lambda m, s, t: messages.append(m))
@@ -151,6 +152,7 @@ def test_training_from_painted_labels_gives_a_model_the_widget_and_the_cli_use(q
     folder = os.path.dirname(checkpoint)
     assert {"dataset_properties.json", "thresholds.json"} <= set(os.listdir(folder))
     assert any(m.startswith("training: epoch 1/1") for m in messages) and any("validation AP" in m for m in messages)
+    assert any(m.endswith(" of 10 min") for m in messages)  # the limit reached the run's clock
     assert widget.model_combo.currentText() == "bundle folder + checkpoint"
     assert widget.path_edit.text() == bundle_path("dsb2018")
     widget.segment()  # the new model

@@ -55,7 +55,7 @@ def train_on_arrays(
         margin: pixels kept around the painted objects of each image.
         progress: called as ``progress(message, step, total_steps)`` after every training step and validation.
         should_stop: polled after every step; ``True`` ends training there (the run still leaves a ``model.pt``).
-        overrides: more config overrides (``epochs=5``).
+        overrides: more config overrides (``epochs=5``, ``max_minutes=5``).
 
     Returns:
         ``output_dir``.
@@ -104,11 +104,18 @@ def train_on_arrays(
     workflow.initialize()
     trainer = workflow.parser.get_parsed_content("train#trainer")
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    clock = workflow.parser.get_parsed_content("training_clock") if "training_clock" in workflow.parser else None
+    limit = getattr(clock, "max_minutes", None)
 
     def on_step(engine) -> None:
         if progress is not None:
             total = engine.state.epoch_length * engine.state.max_epochs
-            progress(f"training: epoch {engine.state.epoch}/{engine.state.max_epochs}", engine.state.iteration, total)
+            message = f"training: epoch {engine.state.epoch}/{engine.state.max_epochs}"
+            step = engine.state.iteration
+            if limit is not None:  # a time limit: the bar shows the share of the minutes spent when that is further
+                message += f", {clock.elapsed() / 60:.1f} of {limit:g} min"
+                step = max(step, int(clock.fraction() * total))
+            progress(message, step, total)
         if should_stop is not None and should_stop():
             engine.terminate()
 

@@ -10,6 +10,7 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -146,6 +147,12 @@ class SegmentWidget(QWidget):
         self.epochs_spin.setRange(1, 1000)
         self.epochs_spin.setValue(10)
         trform.addRow("epochs", self.epochs_spin)
+        self.minutes_spin = QDoubleSpinBox()
+        self.minutes_spin.setRange(0.0, 24 * 60.0)
+        self.minutes_spin.setDecimals(1)
+        self.minutes_spin.setSpecialValueText("none")  # 0: the epochs alone decide
+        self.minutes_spin.setToolTip("stop training after this many minutes (the learning-rate schedule fits them)")
+        trform.addRow("time limit (min)", self.minutes_spin)
         self.train_dir_edit = QLineEdit("~/monai_embedseg_runs")
         trform.addRow("runs folder", self.train_dir_edit)
         note = QLabel(
@@ -516,6 +523,8 @@ class SegmentWidget(QWidget):
         self._cancelled = False
         epochs = int(self.epochs_spin.value())
         overrides = getattr(self, "train_overrides", {})
+        if self.minutes_spin.value() > 0:
+            overrides = {"max_minutes": float(self.minutes_spin.value()), **overrides}
 
         def work():
             from monai_embedseg.bundle.train_on_arrays import train_on_arrays
