@@ -303,8 +303,8 @@ def test_fast_profile_with_a_time_limit_stops_on_time_with_its_schedule_run_thro
     scheduler = wf.parser.get_parsed_content("lr_scheduler")
     assert trainer.state.epoch < 200 and clock.fraction() == 1.0
     assert 3.0 <= clock.elapsed() < 3.0 + 30  # stopped at the first iteration past 3 s (one iteration and a validation)
-    assert scheduler.schedule_step() == scheduler.total_steps - 1  # the cycle ran through: the final learning rate
-    assert scheduler.get_last_lr()[0] < 0.002 / 1000
+    assert scheduler.schedule_step() == scheduler.total_steps - 1  # the cycle ran through to its final learning rate
+    assert scheduler.get_last_lr()[0] < 0.002 / 10  # the last step trained deep in the annealing (a 0.002 peak)
     with open(out / "time_to_accuracy.csv") as f:  # the last (partial) epoch was validated
         assert int(list(csv.DictReader(f))[-1]["epoch"]) == trainer.state.epoch
     assert (out / "model.pt").is_file() and (out / "thresholds.json").is_file()
