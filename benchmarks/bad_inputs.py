@@ -408,6 +408,11 @@ def _cases(w: Path) -> list[Case]:
             names=["epochs"],
         ),
         Case(
+            "train: --max_minutes 0",
+            [*tr, "--max_minutes", "0", "--dataset_dir", str(w / "data"), "--output_dir", str(w / "r0")],
+            names=["max_minutes"],
+        ),
+        Case(
             "train: missing data",
             [
                 "-m",

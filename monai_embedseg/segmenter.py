@@ -52,8 +52,9 @@ class Segmenter:
         roi_size: sliding-window size (default: the bundle's, cut to the image).
         precision: ``"auto"``, ``"float32"`` or ``"bfloat16"`` (default: the bundle's).
         spacing: pixel size per spatial axis (default: the training data's).
-        normalize_content: take a mostly empty image's intensity percentiles over its tiles holding objects
-            (default: over the whole image, as in training, with a :attr:`warning`).
+        normalize_content: take a mostly empty image's intensity percentiles over its tiles holding objects, or
+            over the whole image (as in training, with a :attr:`warning`); ``None`` (default): over its tiles when the
+            model records its training images' peak (:func:`monai_embedseg.intensity.content_default`).
 
     Attributes:
         spatial_dims, in_channels: what the network takes.
@@ -81,7 +82,7 @@ class Segmenter:
         roi_size: list[int] | None = None,
         precision: str | None = None,
         spacing: list[float] | None = None,
-        normalize_content: bool = False,
+        normalize_content: bool | None = None,
     ) -> None:
         from monai.transforms import Compose
 
@@ -99,7 +100,7 @@ class Segmenter:
                 "ckpt_path": str(resolved.weights),
                 "properties": props,
                 "tta": bool(tta),
-                "normalize_content": bool(normalize_content),
+                "normalize_content": None if normalize_content is None else bool(normalize_content),
             }
         )
         for key, value in (("roi_size", roi_size), ("precision", precision), ("spacing", spacing)):

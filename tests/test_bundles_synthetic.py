@@ -85,6 +85,8 @@ def test_train_evaluate_infer_and_resume(bundle, tmp_path):
     assert (out / "checkpoint_epoch=1.pt").is_file()
     assert (out / "model.pt").is_file()
     assert (out / "dataset_properties.json").is_file()
+    # the peak of the training images, which makes an image peaking far above it "mostly empty" for this model
+    assert json.loads((out / "dataset_properties.json").read_text())["intensity_peak"] > 1.0
     events = list(out.glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0  # one writer for every TensorBoard handler
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -74,6 +74,49 @@ def test_a_constant_slide_with_one_field_is_rescued_on_request_and_otherwise_onl
     np.testing.assert_array_equal(kept, _monai(img.astype(np.float32)))
 
 
+def test_the_threshold_is_the_models_own_training_peak():
+    from monai_embedseg.intensity import PEAK_MARGIN, SPARSE_RATIO, content_default, image_peak, model_sparse_ratio
+
+    rng = np.random.default_rng(4)
+    img = _slide((600, 700), 15, rng)  # a field on 0.05 % of a slide
+    peak = image_peak(img, 1, 99.8)
+    assert peak == pytest.approx(float(_monai(img).max()), rel=1e-4) and peak > SPARSE_RATIO
+    assert image_peak(np.full((1, 8, 8), 7.0), 1, 99.8) is None  # no spread: no peak to speak of
+    # a model trained on images that peaked as high takes this one as it was trained: MONAI's scaling, no warning
+    ratio = model_sparse_ratio(peak / PEAK_MARGIN * 1.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SparseImageWarning)
+        out = ScaleIntensityContentPercentiles(sparse_ratio=ratio, content=True)(img)
+    np.testing.assert_array_equal(out, _monai(img))
+    # a model whose training images peaked at 2.5 takes it for mostly empty and, recording that peak, rescues it
+    assert model_sparse_ratio(2.5) == SPARSE_RATIO and model_sparse_ratio(None) == SPARSE_RATIO
+    assert model_sparse_ratio(20.0) == pytest.approx(20.0 * PEAK_MARGIN)
+    assert content_default(None, 2.5) is True and content_default(None, None) is False
+    assert content_default(False, 2.5) is False and content_default(True, None) is True
+    with pytest.warns(SparseImageWarning, match="normalised over"):
+        out = ScaleIntensityContentPercentiles(sparse_ratio=model_sparse_ratio(2.5), content=True)(img)
+    assert out.max() < 1.5
+
+
+def test_training_records_the_peak_of_its_images(tmp_path):
+    import tifffile
+
+    from monai_embedseg.bundle.datasets import training_intensity_peak
+    from monai_embedseg.intensity import image_peak
+
+    rng = np.random.default_rng(5)
+    dense = rng.gamma(2.0, 30.0, (60, 70)).astype(np.float32)
+    sparse = _slide((600, 700), 15, rng)[0]
+    tifffile.imwrite(tmp_path / "a.tif", dense)
+    tifffile.imwrite(tmp_path / "b.tif", sparse)
+    peak = training_intensity_peak([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")])
+    assert peak == pytest.approx(image_peak(sparse[None], 1, 99.8)) and peak > image_peak(dense[None], 1, 99.8)
+    two_channels = np.stack([dense, dense[::-1] * 3])
+    tifffile.imwrite(tmp_path / "c.tif", two_channels, metadata={"axes": "CYX"})
+    assert training_intensity_peak([str(tmp_path / "c.tif")]) == pytest.approx(image_peak(two_channels, 1, 99.8))
+    assert training_intensity_peak([np.full((1, 5, 5), 2.0)]) is None
+
+
 def test_only_the_sparse_channel_is_rescaled():
     rng = np.random.default_rng(3)
     sparse = _slide((500, 500), 12, rng)

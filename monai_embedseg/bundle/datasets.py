@@ -6,6 +6,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from monai_embedseg.constants import PROPERTIES_FILE
 from monai_embedseg.data.datalist import release_datalist, split_train_val
 from monai_embedseg.data.properties import compute_dataset_properties, load_properties, save_properties
@@ -16,6 +18,7 @@ __all__ = [
     "training_datalists",
     "test_datalist",
     "prepare_properties",
+    "training_intensity_peak",
     "read_properties",
 ]
 
@@ -109,9 +112,12 @@ def prepare_properties(
     default_spacing: Sequence[float] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    image_key: str | None = "image",
+    image_channel_dim: int | str | None = None,
 ) -> dict:
     """Deduce the dataset properties from the train + val masks (:func:`save_run_properties` writes them as JSON in
-    ``output_dir`` once the run starts).
+    ``output_dir`` once the run starts), and ``intensity_peak`` from their images (:func:`training_intensity_peak`;
+    ``image_key=None`` skips it).
 
     ``label_key="label_onehot"`` (the release layout's ``masks_onehot``) reads one-hot stacks ``(N, *spatial)``.
     The file (``dataset_properties.json``) sits beside the checkpoints so inference uses the same crop size,
@@ -132,6 +138,9 @@ def prepare_properties(
     )
     path = Path(output_dir) / PROPERTIES_FILE
     _check_run_folder(output_dir, path, props, resume, overwrite)
+    if image_key is not None and not (resume and path.is_file()):
+        images = [item[image_key] for split in ("train", "val") for item in datalists.get(split, [])]
+        props["intensity_peak"] = training_intensity_peak(images, image_channel_dim)
     source = props["spacing_source"]
     logger.info(f"spacing {props['spacing']} ({SPACING_SOURCES[source]}); --spacing '[...]' overrides it")
     if source == "metadata" and default_spacing is not None and list(default_spacing) != props["spacing"]:
@@ -142,6 +151,34 @@ def prepare_properties(
     if resume and path.is_file():
         return load_properties(str(path))
     return props
+
+
+def training_intensity_peak(images: Sequence, channel_dim: int | str | None = None) -> float | None:
+    """The highest scaled intensity peak (:func:`monai_embedseg.intensity.image_peak`) of the training images, as the
+    training pipeline loads them (``channel_dim`` as its reader's); inference takes an image peaking far above it for
+    a mostly empty one (:func:`monai_embedseg.intensity.model_sparse_ratio`). ``None`` when no image has a spread.
+
+    Args:
+        images: image files (TIFF or NIfTI) or arrays ``(C, *spatial)``.
+        channel_dim: the channel axis of the files (``None``: a ``C`` axis in the TIFF metadata, else none).
+    """
+    from monai.transforms import LoadImage
+    from tqdm import tqdm
+
+    from monai_embedseg.constants import NORMALIZE_PERCENTILES
+    from monai_embedseg.data.io import TiffReader
+    from monai_embedseg.intensity import image_peak
+
+    load = LoadImage(reader=TiffReader(channel_dim=channel_dim), ensure_channel_first=True, image_only=True)
+    peaks = []
+    for image in tqdm(images, desc="intensity peaks", leave=False, disable=len(images) < 20):
+        array = np.asarray(image if not isinstance(image, (str, Path)) else load(image))
+        peaks.append(image_peak(array, *NORMALIZE_PERCENTILES))
+    found = [p for p in peaks if p is not None]
+    peak = max(found) if found else None
+    if peak is not None:
+        logger.info(f"intensity peak of the training images: {peak:.2f} x their 1 - 99.8 % percentile range")
+    return peak
 
 
 #: properties a trained model depends on: a resumed run must see the same
@@ -166,8 +203,6 @@ def _check_run_folder(output_dir: str, path: Path, props: dict, resume: bool, ov
 
 
 def _same(a, b) -> bool:
-    import numpy as np
-
     return bool(np.allclose(np.asarray(a, float), np.asarray(b, float), rtol=1e-6))
 
 

@@ -101,5 +101,5 @@ def segment_options(args: argparse.Namespace) -> dict:
         "precision": args.precision,
         "paper_thresholds": args.paper_thresholds,
         "spacing": args.spacing,
-        "normalize_content": args.normalize == "content",
+        "normalize_content": {"auto": None, "image": False, "content": True}[args.normalize],
     }

@@ -117,7 +117,7 @@ def segment_large(
     workers: int | None = None,
     halo_margin: int | Sequence[int] | None = None,
     progress: bool = True,
-    normalize_content: bool = False,
+    normalize_content: bool | None = None,
 ) -> dict:
     """Segment one large image (Zarr / OME-Zarr / TIFF) with a bundle, block by block, into an OME-Zarr label store.
 
@@ -155,6 +155,7 @@ def segment_large(
     from monai_embedseg.inferers.blockwise import (
         logger as block_logger,
     )
+    from monai_embedseg.intensity import content_default, model_sparse_ratio
 
     bundle, ckpt, props_file, _ = trained_model_files(bundle, checkpoint, properties, model)
     if not str(output).rstrip("/").lower().endswith(".zarr"):
@@ -223,7 +224,8 @@ def segment_large(
         workers=workers,
         overwrite=overwrite,
         progress=progress,
-        normalize_content=normalize_content,
+        normalize_content=content_default(normalize_content, props.get("intensity_peak")),
+        sparse_ratio=model_sparse_ratio(props.get("intensity_peak")),
     )
 
 

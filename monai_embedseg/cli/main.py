@@ -76,10 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--normalize",
-        default="image",
-        choices=["image", "content"],
-        help="intensity percentiles over the whole image (as in training; default) or, for a mostly empty image, over "
-        "the tiles holding objects",
+        default="auto",
+        choices=["auto", "image", "content"],
+        help="intensity percentiles over the whole image (as in training) or, for a mostly empty image, over the "
+        "tiles holding objects; auto (default): content for an image peaking far above the model's training images",
     )
     p.add_argument("--block-size", type=_positive, nargs="+", default=None, help="block-wise (*.zarr output): core")
     p.add_argument("--memory-limit", default=None, help="block-wise: memory for the blocks, e.g. 4GB")

@@ -30,7 +30,7 @@ def segment(
     paper_thresholds: bool = False,
     model: str | None = None,
     spacing: Sequence[float] | None = None,
-    normalize_content: bool = False,
+    normalize_content: bool | None = None,
 ) -> list[Path]:
     """Segment images by running the bundle's ``configs/inference.json``; write ``<name>_labels.tif`` files.
 
@@ -61,7 +61,8 @@ def segment(
         spacing: physical pixel size per spatial axis (z, y, x) of the images, when it differs from the training
             data's (the embeddings are in physical units, so the inferer and the clustering need it).
         normalize_content: take a mostly empty image's intensity percentiles over its tiles holding objects
-            (:class:`~monai_embedseg.transforms.ScaleIntensityContentPercentiles`; default: over the whole image).
+            (:class:`~monai_embedseg.transforms.ScaleIntensityContentPercentiles`) or not; ``None`` (default): when
+            the model records its training images' peak (:func:`monai_embedseg.intensity.content_default`).
 
     Returns:
         the written label files, in input order.
@@ -93,7 +94,7 @@ def segment(
         "overwrite": bool(overwrite),
         "tta": bool(tta),
         "use_tuned_thresholds": not paper_thresholds,
-        "normalize_content": bool(normalize_content),
+        "normalize_content": None if normalize_content is None else bool(normalize_content),
     }
     if device:
         _check_device(device)

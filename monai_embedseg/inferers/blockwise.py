@@ -99,6 +99,7 @@ from monai_embedseg.inferers.block_store import (
     prepare_output,
     state_group,
 )
+from monai_embedseg.intensity import SPARSE_RATIO
 
 __all__ = [
     "STATE_GROUP",
@@ -283,6 +284,7 @@ def segment_blockwise(
     overwrite: bool = False,
     progress: bool = True,
     normalize_content: bool = False,
+    sparse_ratio: float = SPARSE_RATIO,
 ) -> dict:
     """Segment an image larger than memory block by block into an OME-Zarr label store (see the module docstring).
 
@@ -314,6 +316,8 @@ def segment_blockwise(
         progress: tqdm bars over the blocks.
         normalize_content: for a mostly empty volume, take the percentiles over its tiles holding objects (default:
             over the whole volume, as the model was trained, with a warning).
+        sparse_ratio: scaled peak above which the volume is mostly empty (the model's:
+            :func:`monai_embedseg.intensity.model_sparse_ratio`).
 
     Returns:
         summary dict: ``output``, ``shape``, ``block_size``, ``halo``, ``grid``, ``blocks``, ``blocks_resumed``,
@@ -385,6 +389,7 @@ def segment_blockwise(
                 "predictor": predictor.fingerprint(),
                 "intensity_range": None if intensity_range is None else np.asarray(intensity_range).tolist(),
                 "normalize_content": bool(normalize_content),
+                "sparse_ratio": float(sparse_ratio),
             }
         )
         info = prepare_output(output, job_id, overwrite)
@@ -397,7 +402,7 @@ def segment_blockwise(
                 rng = np.asarray(intensity_range, dtype=np.float32).reshape(volume.n_channels, 2).tolist()
             elif predictor.percentiles is not None:
                 found, fraction = content_percentiles(
-                    volume, predictor.percentiles, compute=runner.compute, apply=normalize_content
+                    volume, predictor.percentiles, compute=runner.compute, ratio=sparse_ratio, apply=normalize_content
                 )
                 rng = found.tolist()
                 name = getattr(volume, "path", None) or "the image"

@@ -52,11 +52,12 @@ class ScaleIntensityContentPercentiles(Transform):
         upper: upper percentile (0-100).
         tile: tile side per spatial axis (one value for all), in pixels.
         sparse_ratio: scaled maximum above which a channel counts as mostly empty; tiles whose own maximum scales
-            above half of it hold content.
+            above half of it hold content. A model's own is :func:`monai_embedseg.intensity.model_sparse_ratio` of
+            the peak its training images reached (some real training data is mostly empty too: a fluorescence channel
+            where few objects glow), as the bundles' inference configs set it.
         content: ``True``: rescale mostly empty channels over their content tiles; ``False`` (default): keep the
-            whole-image percentiles, as the model was trained, and warn. Off by default because some real data has
-            mostly empty channels in training too (a fluorescence channel where few objects glow): a model trained on
-            such images expects them scaled as in training.
+            whole-image percentiles and warn (the bundles set it with
+            :func:`monai_embedseg.intensity.content_default`).
 
     Input ``(C, *spatial)`` numpy array or torch tensor (2D or 3D); output of the same kind, float32.
     """
