@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from ignite.engine import Engine, Events
 
+from monai_embedseg.handlers.time_limit import TrainingTimeLimit
 from monai_embedseg.utils.files import atomic_output
 
 __all__ = ["TimeToAccuracyHandler"]
@@ -26,7 +26,8 @@ class TimeToAccuracyHandler:
     wall-clock time), and appends a row to ``<output_dir>/time_to_accuracy.csv`` (``seconds, epoch, iteration,
     <metrics>``). With ``snapshot_minutes``, the best-so-far model file (``model.pt``, as the validator's
     ``CheckpointSaver`` keeps it) is copied to ``model_<m>min.pt`` when training passes each mark, so a benchmark
-    can later evaluate "the model one had after m minutes".
+    can later evaluate "the model one had after m minutes". The seconds are those of the training's clock
+    (:class:`TrainingTimeLimit`, whose state the epoch checkpoints keep, so a resumed run's rows continue its time).
 
     Args:
         validator: the evaluator run by the trainer's ``ValidationHandler``.
@@ -34,6 +35,8 @@ class TimeToAccuracyHandler:
         snapshot_minutes: training times (minutes) at which to copy ``model.pt``; empty = none.
         model_file: the best-model file name to snapshot.
         summary_writer: an existing ``SummaryWriter``; by default one writing into ``output_dir``.
+        clock: the training's :class:`TrainingTimeLimit` (attached to the trainer on its own, as the bundles do);
+            by default one of this handler's, attached with it.
     """
 
     CSV = "time_to_accuracy.csv"
@@ -45,47 +48,34 @@ class TimeToAccuracyHandler:
         snapshot_minutes: Sequence[float] = (),
         model_file: str = "model.pt",
         summary_writer=None,
+        clock: TrainingTimeLimit | None = None,
     ) -> None:
         self.validator = validator
         self.output_dir = Path(output_dir)
         self.snapshot_minutes = sorted(float(m) for m in snapshot_minutes)
         self.model_file = model_file
         self._writer = summary_writer
-        self._t0: float | None = None
-        self._offset = 0.0
-        self._clock_checked = True
+        self._own_clock = clock is None
+        self.clock = TrainingTimeLimit() if clock is None else clock
         self._taken: set[float] = set()
         self.trainer: Engine | None = None
 
     def attach(self, engine: Engine) -> None:
-        """Start the clock when ``engine`` (the trainer) starts; log after each validation run."""
+        """Log after each validation run of ``engine`` (the trainer); attach this handler's own clock, if it has one."""
         self.trainer = engine
+        if self._own_clock:
+            self.clock.attach(engine)
         engine.add_event_handler(Events.STARTED, self._start)
-        engine.add_event_handler(Events.ITERATION_STARTED, self._resumed_clock)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._snapshots)
         engine.add_event_handler(Events.COMPLETED, self._snapshots, True)
         self.validator.add_event_handler(Events.COMPLETED, self._log)
 
     def elapsed(self) -> float:
-        """Seconds of training so far (0 before the start)."""
-        return 0.0 if self._t0 is None else self._offset + time.perf_counter() - self._t0
+        """Seconds of training so far (0 before the start; a resumed run's earlier seconds included)."""
+        return self.clock.elapsed()
 
     def _start(self, engine: Engine) -> None:
-        self._t0 = time.perf_counter()
-        self._clock_checked = False
         self.output_dir.mkdir(parents=True, exist_ok=True)
-
-    def _resumed_clock(self, engine: Engine) -> None:
-        """At the first iteration (the trainer state is restored by then, whatever the handlers' order): a resumed
-        run continues the clock from the CSV's last row."""
-        if self._clock_checked:
-            return
-        self._clock_checked = True
-        path = self.output_dir / self.CSV
-        if engine.state.iteration > 1 and path.is_file():
-            with open(path) as f:
-                rows = list(csv.DictReader(f))
-            self._offset = float(rows[-1]["seconds"]) if rows else 0.0
 
     def _writer_or_new(self):
         if self._writer is None:
