@@ -50,7 +50,7 @@ MODELS: dict[str, PretrainedModel] = {
         PretrainedModel(
             name="nuclei-2d",
             bundle="dsb2018",
-            sha256="1ed90e8bfdcdbff7a0c21226cca11aef0722481d12e1ad1782b012e1a0a24c3d",
+            sha256="1dd11f64173490d5b1f0c58b01ede3cf782fbac4ce26c5bfede83cf64ba36590",
             source="nuclei-2d",
             description="2D fluorescent nuclei (DSB 2018 stage 1 test images, 43 train / 10 test), grayscale",
         ),
