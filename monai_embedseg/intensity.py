@@ -33,6 +33,7 @@ __all__ = [
     "image_peak",
     "is_mostly_empty",
     "model_sparse_ratio",
+    "sparse_message",
     "tile_mask",
     "tile_maxima",
 ]
@@ -78,6 +79,21 @@ def content_default(normalize_content: bool | None, training_peak: float | None)
     """Whether to scale mostly empty images over their content: as asked, or (``None``) when the model records the
     peak of its training images, so that the threshold is its own."""
     return bool(normalize_content) if normalize_content is not None else training_peak is not None
+
+
+def sparse_message(source: str, fraction: float | None, lower: float, upper: float) -> str:
+    """The line that names a mostly empty image ``source``: normalised over the ``fraction`` of its tiles holding
+    content, or (``None``) scaled by its whole-image ``lower`` / ``upper`` percentiles, with what to do about it."""
+    if fraction is not None:
+        return (
+            f"{source}: a mostly empty image (its {lower:g} / {upper:g} % intensity percentiles are background "
+            f"values); normalised over the {100 * fraction:.1f} % of it that holds objects."
+        )
+    return (
+        f"{source}: its brightest pixels are far above its {lower:g} / {upper:g} % intensity percentiles, which are "
+        "background values (a mostly empty image?). Objects may be over-segmented: crop the image to the region "
+        "holding objects, or normalise over it (segment --normalize content)."
+    )
 
 
 def content_level(low: float, high: float, ratio: float = SPARSE_RATIO) -> float:

@@ -99,7 +99,7 @@ from monai_embedseg.inferers.block_store import (
     prepare_output,
     state_group,
 )
-from monai_embedseg.intensity import SPARSE_RATIO
+from monai_embedseg.intensity import SPARSE_RATIO, sparse_message
 
 __all__ = [
     "STATE_GROUP",
@@ -405,17 +405,10 @@ def segment_blockwise(
                     volume, predictor.percentiles, compute=runner.compute, ratio=sparse_ratio, apply=normalize_content
                 )
                 rng = found.tolist()
-                name = getattr(volume, "path", None) or "the image"
-                if fraction is not None and normalize_content:
-                    logger.warning(
-                        f"{name}: a mostly empty image (its intensity percentiles are background values); normalised "
-                        f"over the {100 * fraction:.1f} % of it that holds objects."
-                    )
-                elif fraction is not None:
-                    logger.warning(
-                        f"{name}: its intensity percentiles are background values (a mostly empty image?). Objects "
-                        "may be over-segmented: normalise over the region holding objects with --normalize content."
-                    )
+                if fraction is not None:
+                    name = getattr(volume, "path", None) or "the image"
+                    low, high = predictor.percentiles
+                    logger.warning(sparse_message(name, fraction if normalize_content else None, low, high))
             meta_spacing = output_spacing if output_spacing is not None else (volume.spacing or spacing)
             create_output(output, shape, layout.block, layout.grid, meta_spacing, job_id, rng)
         job = _Job(

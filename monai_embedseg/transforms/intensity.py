@@ -23,6 +23,7 @@ from monai_embedseg.intensity import (
     SPARSE_RATIO,
     content_level,
     is_mostly_empty,
+    sparse_message,
     tile_mask,
     tile_maxima,
 )
@@ -100,23 +101,10 @@ class ScaleIntensityContentPercentiles(Transform):
                 self._content_range(convert_to_numpy(d), float(a), float(b)) if s and self.content else None
                 for (a, b), d, s in zip(ranges, channels, sparse)
             ]
-            if not self.content or any(f is not None and f[1] <= f[0] for f in found):
-                warnings.warn(
-                    f"{source}: its brightest pixels are far above its {self.lower:g} / {self.upper:g} % intensity "
-                    "percentiles, which are background values (a mostly empty image?). Objects may be "
-                    "over-segmented: crop the image to the region holding objects, or normalise over it (segment "
-                    "--normalize content).",
-                    SparseImageWarning,
-                    stacklevel=2,
-                )
-            else:
-                fraction = min(f[2] for f in found if f is not None)
-                warnings.warn(
-                    f"{source}: a mostly empty image (its {self.lower:g} / {self.upper:g} % intensity percentiles "
-                    f"are background values); normalised over the {100 * fraction:.1f} % of it that holds objects.",
-                    SparseImageWarning,
-                    stacklevel=2,
-                )
+            rescued = self.content and not any(f is not None and f[1] <= f[0] for f in found)
+            fraction = min(f[2] for f in found if f is not None) if rescued else None
+            warnings.warn(sparse_message(source, fraction, self.lower, self.upper), SparseImageWarning, stacklevel=2)
+            if rescued:
                 ranges = [r if f is None else f[:2] for r, f in zip(ranges, found)]
         scaled = [
             convert_to_tensor(ScaleIntensityRange(a, b, 0.0, 1.0, clip=False, dtype=np.float32)(d), track_meta=False)
