@@ -56,10 +56,9 @@ def check_training_settings(epochs: int, max_minutes: float | None = None) -> bo
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"--epochs must be a whole number of at least 1, got {epochs!r}.")
-    if max_minutes is not None and (
-        isinstance(max_minutes, bool) or not isinstance(max_minutes, (int, float)) or not max_minutes > 0
-    ):
-        raise ValueError(f"--max_minutes must be a positive number of minutes (or null), got {max_minutes!r}.")
+    from monai_embedseg.utils.settings import check_max_minutes
+
+    check_max_minutes(max_minutes)
     return True
 
 

@@ -8,6 +8,8 @@ import time
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
+from monai_embedseg.utils.settings import check_max_minutes
+
 __all__ = ["TrainingTimeLimit"]
 
 logger = logging.getLogger(__name__)
@@ -27,13 +29,12 @@ class TrainingTimeLimit:
     and stops at the same iteration. With ``max_minutes=None`` the handler only keeps time (and makes no all-reduce).
 
     Args:
-        max_minutes: training time allowed, minutes (> 0), or ``None`` for no limit.
+        max_minutes: training time allowed, minutes (> 0), or ``None`` for no limit
+            (:func:`monai_embedseg.utils.settings.check_max_minutes`).
     """
 
     def __init__(self, max_minutes: float | None = None) -> None:
-        if max_minutes is not None and (isinstance(max_minutes, bool) or not float(max_minutes) > 0):
-            raise ValueError(f"max_minutes must be a positive number of minutes or None, got {max_minutes!r}.")
-        self.max_minutes = None if max_minutes is None else float(max_minutes)
+        self.max_minutes = check_max_minutes(max_minutes)
         self._t0: float | None = None
         self._offset = 0.0
         self._checked = 0.0  # training seconds at the last check, the same in every process

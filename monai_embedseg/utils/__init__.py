@@ -1,4 +1,5 @@
-"""Utilities: checkpoint loading, atomic file output, thread settings (imported on first use)."""
+"""Utilities: checkpoint loading, atomic file output, thread settings, training-setting checks (imported on first
+use)."""
 
 from monai_embedseg._lazy import lazy_exports
 
@@ -7,6 +8,7 @@ _EXPORTS = {
     "atomic_output": "files",
     "available_cpus": "threads",
     "configure_threads": "threads",
+    "check_max_minutes": "settings",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
