@@ -1,6 +1,7 @@
 """The clustering's settings as one value.
 
-A trained model's seed and foreground thresholds, minimum object size, claim rule and pixel spacing travel together
+A trained model's seed and foreground thresholds, minimum object size, border rule, claim rule and pixel spacing
+travel together
 from its files (``thresholds.json``, ``dataset_properties.json``) to the clustering, through ``segment``, the
 block-wise path, the threshold search and the interactive :class:`~monai_embedseg.segmenter.Segmenter`. They are
 declared here once; a new setting is a new field (plus its flat argument on
@@ -13,6 +14,8 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from monai_embedseg.constants import FG_THRESH, SEED_THRESH
 
@@ -29,6 +32,8 @@ class ClusteringSettings:
         min_object_size: minimum proposal and object size in pixels; smaller ones are rejected / dropped.
         min_unclaimed: a proposal becomes an object only if more than this fraction of it is unclaimed.
         spacing: physical pixel size per spatial axis (``None``: the image's, else 1).
+        exclude_border: drop the objects that touch the image border (cut by it), for data whose annotations leave
+            them out; the threshold search sets it from the validation split.
 
     Raises:
         ValueError: a threshold or fraction that is not a finite number in [0, 1], or a negative minimum size.
@@ -39,6 +44,7 @@ class ClusteringSettings:
     min_object_size: int = 0
     min_unclaimed: float = 0.5
     spacing: tuple[float, ...] | None = None
+    exclude_border: bool = False
 
     def __post_init__(self) -> None:
         for name in ("seed_thresh", "fg_thresh", "min_unclaimed"):
@@ -49,6 +55,9 @@ class ClusteringSettings:
         if int(self.min_object_size) != self.min_object_size or self.min_object_size < 0:
             raise ValueError(f"min_object_size must be an integer >= 0, got {self.min_object_size}.")
         object.__setattr__(self, "min_object_size", int(self.min_object_size))
+        if not isinstance(self.exclude_border, (bool, np.bool_)):
+            raise ValueError(f"exclude_border must be true or false, got {self.exclude_border!r}.")
+        object.__setattr__(self, "exclude_border", bool(self.exclude_border))
         if self.spacing is not None:
             spacing = self.spacing if isinstance(self.spacing, Sequence) else [self.spacing]
             object.__setattr__(self, "spacing", tuple(float(s) for s in spacing))

@@ -1,4 +1,5 @@
-"""Instance labels: the two formats, the one validator every module uses, the one-hot collapse, bounding boxes.
+"""Instance labels: the two formats, the one validator every module uses, the one-hot collapse, bounding boxes,
+the objects cut by the image border.
 
 Two label formats are used throughout the package:
 
@@ -12,6 +13,7 @@ Every error message names the file the labels came from (``meta["filename_or_obj
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,7 @@ __all__ = [
     "instance_bboxes",
     "unique_ids",
     "compute_tensor",
+    "border_ids",
 ]
 
 # unsigned types that torch can hold but not reduce/compare in all ops: widen them for computation
@@ -245,3 +248,19 @@ def one_hot_to_label_map(stack: NdarrayOrTensor, dtype: torch.dtype | np.dtype |
     c, p = t.reshape(t.shape[0], int(np.prod(sp))).ne(0).nonzero(as_tuple=True)
     out.scatter_reduce_(0, p, c + 1, reduce="amax")
     return convert_to_dst_type(out.reshape(1, *sp), stack, dtype=dtype or torch.int64)[0]
+
+
+def border_ids(labels: np.ndarray, faces: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
+    """The ids (> 0, sorted) of the objects of a label map ``(*spatial)`` with a pixel on the image border.
+
+    Args:
+        labels: integer label map ``(*spatial)`` (no channel axis), 0 = background.
+        faces: the faces to look at, as ``(axis, side)`` with ``side`` 0 (first plane) or -1 (last plane);
+            default every face of every axis.
+    """
+    labels = np.asarray(labels)
+    if faces is None:
+        faces = [(d, side) for d in range(labels.ndim) for side in (0, -1)]
+    planes = [np.unique(np.take(labels, side, axis=d)) for d, side in faces]
+    ids = np.unique(np.concatenate(planes)) if planes else np.zeros(0, labels.dtype)
+    return ids[ids > 0]

@@ -187,11 +187,16 @@ class Segmenter:
         return self.prediction
 
     def cluster(
-        self, seed_thresh: float | None = None, fg_thresh: float | None = None, min_object_size: int | None = None
+        self,
+        seed_thresh: float | None = None,
+        fg_thresh: float | None = None,
+        min_object_size: int | None = None,
+        exclude_border: bool | None = None,
     ) -> np.ndarray:
         """Instance labels ``(*spatial)`` (uint16, or uint32 past 65,535 objects) from the cached prediction.
 
-        Thresholds default to :attr:`thresholds` (the model's tuned ones).
+        Settings default to :attr:`thresholds` (the model's tuned ones; ``exclude_border`` drops the objects
+        touching the image border).
 
         Raises:
             RuntimeError: :meth:`predict` has not run.
@@ -201,14 +206,17 @@ class Segmenter:
 
         if self.prediction is None:
             raise RuntimeError("no prediction to cluster: call predict(image) first.")
-        settings = self.settings.replace(seed_thresh=seed_thresh, fg_thresh=fg_thresh, min_object_size=min_object_size)
+        settings = self.settings.replace(
+            seed_thresh=seed_thresh, fg_thresh=fg_thresh, min_object_size=min_object_size, exclude_border=exclude_border
+        )
         labels = cluster_embeddings(self.prediction, **settings.as_dict())[0][0]
         return np.asarray(as_label_dtype(labels.numpy()))
 
     @property
     def thresholds(self) -> dict:
-        """The model's tuned ``seed_thresh``, ``fg_thresh``, ``min_object_size`` (from :attr:`settings`)."""
-        return {k: getattr(self.settings, k) for k in ("seed_thresh", "fg_thresh", "min_object_size")}
+        """The model's tuned ``seed_thresh``, ``fg_thresh``, ``min_object_size``, ``exclude_border`` (from
+        :attr:`settings`)."""
+        return {k: getattr(self.settings, k) for k in ("seed_thresh", "fg_thresh", "min_object_size", "exclude_border")}
 
     @property
     def spacing(self) -> tuple[float, ...] | None:

@@ -197,6 +197,28 @@ def test_blockwise_equals_whole_volume_across_every_face_and_corner(scene3d, tmp
     assert ap_dsb([ref], [res], 0.9)[0] == 1.0
 
 
+@pytest.mark.parametrize("block", [(12, 16, 16), (24, 13, 30)])
+def test_exclude_border_drops_what_the_volume_border_cuts_not_what_a_block_edge_cuts(scene3d, tmp_path, block):
+    lab, image = scene3d
+    net = PointOracle(lab, (1, 1, 1), noise=0.6, sigma=1.0)
+    ref = whole_volume(net, image, (1, 1, 1), min_object_size=3, exclude_border=True)
+    assert 0 < ref.max() < whole_volume(net, image, (1, 1, 1), min_object_size=3).max()
+    summary = segment_blockwise(
+        image,
+        tmp_path / "l.zarr",
+        BlockPredictor(net, percentiles=None),
+        HALO,
+        clustering=ClusteringSettings(min_object_size=3, spacing=(1, 1, 1), exclude_border=True),
+        block_size=block,
+        spatial_dims=3,
+        progress=False,
+    )
+    res = read_labels(tmp_path / "l.zarr")
+    assert any(len(s) > 1 for s in cores_spanned(ref, BlockLayout(SHAPE_3D, block, (HALO,) * 3)).values())  # kept
+    np.testing.assert_array_equal(res, ref)  # ids too: the same acceptance order
+    assert summary["objects"] == int(ref.max())
+
+
 def test_too_small_halo_is_visible(scene3d, tmp_path):
     """The comparison above can fail: with a halo smaller than the objects the result differs and it is reported."""
     lab, image = scene3d

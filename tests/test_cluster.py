@@ -295,3 +295,36 @@ def test_validate_false_skips_the_nan_scan():
         cluster_embeddings(raw)
     labels, _ = cluster_embeddings(raw, validate=False)
     assert int(labels.max()) == 1 and bool((labels[0, 3:8, 3:8] == 1).all())
+
+
+@pytest.mark.parametrize("shape", [(24, 30), (6, 20, 22)])
+def test_exclude_border_drops_the_objects_the_border_cuts(shape):
+    """Objects with a pixel on any face of the image are dropped, the others keep their order and confidences."""
+    lab = np.zeros((1, *shape), dtype=np.int32)
+    inner = tuple(slice(2, 5) for _ in shape)
+    lab[(0, *inner)] = 1  # inside
+    lab[(0, *(slice(n - 4, n) for n in shape))] = 2  # touches the last plane of every axis
+    low = [slice(1, 4) for _ in shape]
+    low[0] = slice(0, 3)  # touches the first plane of axis 0 only
+    low[-1] = slice(10, 13)
+    lab[(0, *low)] = 3
+    mid = [slice(n // 2 - 1, n // 2 + 1) for n in shape]
+    lab[(0, *mid)] = 4  # inside
+    pred = torch.as_tensor(oracle_prediction(lab))
+    pred[-1][torch.as_tensor(lab[0] > 0)] = math.log(0.95 / 0.05)
+    pred[-1][torch.as_tensor(lab[0] == 4)] = math.log(0.99 / 0.01)  # object 4 has the best seed
+    assert cluster_embeddings(pred)[0].max() == 4
+    labels, conf = cluster_embeddings(pred, exclude_border=True)
+    expected = np.where(np.isin(lab, (2, 3)), 0, lab)
+    assert labels.max() == 2 and _same_partition(labels.numpy(), expected)
+    assert labels[(0, *mid)].eq(1).all() and labels[(0, *inner)].eq(2).all()  # acceptance order kept: 4 first
+    assert torch.allclose(conf, torch.tensor([0.99, 0.95]), atol=1e-6)
+    out = EmbedSegCluster(exclude_border=True)(oracle_prediction(lab))
+    assert isinstance(out, np.ndarray) and _same_partition(out, expected)
+    d = EmbedSegClusterd("p", exclude_border=True)({"p": pred})
+    assert torch.equal(d["p"], labels)
+
+
+def test_exclude_border_must_be_a_bool():
+    with pytest.raises(ValueError, match="exclude_border"):
+        cluster_embeddings(torch.zeros(5, 8, 8), exclude_border="yes")

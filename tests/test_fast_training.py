@@ -116,12 +116,40 @@ def test_threshold_search_beats_the_paper_thresholds_on_validation(tmp_path):
     assert read_thresholds(str(tmp_path), 7, use_tuned=False) == {
         **PAPER_THRESHOLDS,
         "min_object_size": 7,
+        "exclude_border": False,
         "source": "paper",
     }
+    assert saved["exclude_border"] is False and result["exclude_border"] is False  # no object touches the border
     assert read_thresholds(str(tmp_path / "none"), 3)["source"] == "paper"
     (tmp_path / "thresholds.json").write_text(json.dumps({"seed": 1}))
     with pytest.raises(ValueError, match="not a thresholds file"):
         read_thresholds(str(tmp_path), 3)
+    (tmp_path / "thresholds.json").write_text(
+        json.dumps({**PAPER_THRESHOLDS, "min_object_size": 1, "exclude_border": 1})
+    )
+    with pytest.raises(ValueError, match="exclude_border must be true or false"):
+        read_thresholds(str(tmp_path), 3)
+
+
+@pytest.mark.parametrize("annotated_at_border", [False, True])
+def test_threshold_search_drops_border_objects_only_where_the_annotations_do(annotated_at_border, tmp_path):
+    """Predictions find every nucleus, also those the image border cuts; the search drops these only when the
+    validation masks leave them out (as automatic annotations often do), and keeps them when they are labelled."""
+    cases = []
+    for seed in range(2):
+        label, _ = _val_case(seed)
+        full = label.clone()
+        full[0, 28:36, 0:5] = 5  # cut by the left border
+        full[0, 59:64, 20:28] = 6  # cut by the bottom border
+        cases.append((full if annotated_at_border else label, torch.as_tensor(oracle_prediction(full))))
+    loader = [{"image": torch.full((1, 1, 64, 64), float(i)), "label": lab[None]} for i, (lab, _) in enumerate(cases)]
+    search = ThresholdSearch(
+        torch.nn.Identity(), _FixedInferer([p for _, p in cases]), loader, str(tmp_path / "thresholds.json"), 1, 80.0
+    )
+    result = search.run()
+    assert result["exclude_border"] is not annotated_at_border
+    assert result["val_ap50_by_image"] == 1.0  # 4 of 6 objects found would give 0.67 without the choice
+    assert read_thresholds(str(tmp_path), 1)["exclude_border"] is result["exclude_border"]
 
 
 def test_bounded_validation_keeps_validation_under_its_share_of_training():

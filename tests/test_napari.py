@@ -56,6 +56,26 @@ def test_segmenter_gives_the_labels_of_segment(tmp_path):
     assert labels.max() > 5 and np.array_equal(labels, read_tiff(str(tmp_path / "o" / "n_labels.tif")))
     fewer = segmenter.cluster(min_object_size=10**6)
     assert fewer.max() == 0 and segmenter.network_calls == 1
+    inner = segmenter.cluster(exclude_border=True)  # as `segment --border drop`
+    edges = np.concatenate([inner[0], inner[-1], inner[:, 0], inner[:, -1]])
+    assert 0 < inner.max() < labels.max() and not edges.any()
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "n.tif"),
+                "--model",
+                "nuclei-2d",
+                "--no-tta",
+                "--border",
+                "drop",
+                "--output",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 0
+    )
+    assert np.array_equal(inner, read_tiff(str(tmp_path / "d" / "n_labels.tif")))
     with pytest.raises(ValueError, match="3D image with a 2D model"):
         segmenter.predict(np.zeros((4, 32, 32), np.float32))
     with pytest.raises(ValueError, match="NaN"):
@@ -76,6 +96,11 @@ def test_widget_segments_and_sliders_recluster_without_the_network(qtbot, viewer
     assert layer.data.max() == 0
     widget.tuned_button.click()
     assert int(layer.data.max()) == n_before
+    widget.border_check.setChecked(True)  # the objects the border cuts go, without the network
+    edges = np.concatenate([layer.data[0], layer.data[-1], layer.data[:, 0], layer.data[:, -1]])
+    assert 0 < int(layer.data.max()) < n_before and not edges.any()
+    widget.tuned_button.click()  # nuclei-2d keeps them (its DSB masks label them)
+    assert not widget.border_check.isChecked() and int(layer.data.max()) == n_before
     widget.seed_slider.setValue(99)
     widget.paper_button.click()
     assert widget.thresholds["seed_thresh"] == pytest.approx(0.9) and widget.thresholds["fg_thresh"] == pytest.approx(

@@ -102,4 +102,5 @@ def segment_options(args: argparse.Namespace) -> dict:
         "paper_thresholds": args.paper_thresholds,
         "spacing": args.spacing,
         "normalize_content": {"auto": None, "image": False, "content": True}[args.normalize],
+        "exclude_border": {"auto": None, "keep": False, "drop": True}[args.border],
     }

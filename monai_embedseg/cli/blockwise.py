@@ -118,6 +118,7 @@ def segment_large(
     halo_margin: int | Sequence[int] | None = None,
     progress: bool = True,
     normalize_content: bool | None = None,
+    exclude_border: bool | None = None,
 ) -> dict:
     """Segment one large image (Zarr / OME-Zarr / TIFF) with a bundle, block by block, into an OME-Zarr label store.
 
@@ -127,7 +128,8 @@ def segment_large(
             ``(C, *spatial)``.
         bundle: bundle folder (``configs/inference.json``: network, spacing, precision).
         output: ``*.zarr`` store to write (labels uint32 at ``"0"``, spacing in the OME metadata).
-        checkpoint, model, properties, tta, device, precision, paper_thresholds, spacing, normalize_content: as for
+        checkpoint, model, properties, tta, device, precision, paper_thresholds, spacing, normalize_content,
+            exclude_border: as for
             :func:`monai_embedseg.cli.segment` (``model``: a pretrained model name or a bioimage.io package).
         roi_size: sliding-window size inside a block (default: each block in one network call).
         block_size: core size per axis (default: the largest that fits ``memory_limit``).
@@ -217,7 +219,7 @@ def segment_large(
         os.fspath(output),
         predictor,
         halo,
-        clustering=ClusteringSettings.from_mapping(tuned, spacing=spacing),
+        clustering=ClusteringSettings.from_mapping(tuned, spacing=spacing, exclude_border=exclude_border),
         block_size=block_size,
         memory_limit=memory_limit,
         scheduler=scheduler,

@@ -81,6 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="intensity percentiles over the whole image (as in training) or, for a mostly empty image, over the "
         "tiles holding objects; auto (default): content for an image peaking far above the model's training images",
     )
+    p.add_argument(
+        "--border",
+        default="auto",
+        choices=["auto", "keep", "drop"],
+        help="objects touching the image border: keep or drop them; auto (default): as the model's threshold search "
+        "chose on its validation split (dropped where its annotations leave them out)",
+    )
     p.add_argument("--block-size", type=_positive, nargs="+", default=None, help="block-wise (*.zarr output): core")
     p.add_argument("--memory-limit", default=None, help="block-wise: memory for the blocks, e.g. 4GB")
     p.add_argument("--scheduler", default=None, help="block-wise: dask.distributed scheduler address")

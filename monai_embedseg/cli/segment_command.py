@@ -31,6 +31,7 @@ def segment(
     model: str | None = None,
     spacing: Sequence[float] | None = None,
     normalize_content: bool | None = None,
+    exclude_border: bool | None = None,
 ) -> list[Path]:
     """Segment images by running the bundle's ``configs/inference.json``; write ``<name>_labels.tif`` files.
 
@@ -63,6 +64,8 @@ def segment(
         normalize_content: take a mostly empty image's intensity percentiles over its tiles holding objects
             (:class:`~monai_embedseg.transforms.ScaleIntensityContentPercentiles`) or not; ``None`` (default): when
             the model records its training images' peak (:func:`monai_embedseg.intensity.content_default`).
+        exclude_border: drop (``True``) or keep (``False``) the objects touching the image border; ``None``
+            (default): as the model's ``thresholds.json`` says (chosen on its validation split).
 
     Returns:
         the written label files, in input order.
@@ -96,6 +99,8 @@ def segment(
         "use_tuned_thresholds": not paper_thresholds,
         "normalize_content": None if normalize_content is None else bool(normalize_content),
     }
+    if exclude_border is not None:
+        overrides["exclude_border"] = bool(exclude_border)
     if device:
         _check_device(device)
         overrides["device"] = f"$torch.device({device!r})"

@@ -34,7 +34,8 @@ def read_thresholds(output_dir: str, min_object_size: int, use_tuned: bool = Tru
         use_tuned: ``False`` ignores a tuned file (the paper's 0.9 / 0.5 and ``min_object_size``).
 
     Returns:
-        ``{"seed_thresh", "fg_thresh", "min_object_size", "source"}``.
+        ``{"seed_thresh", "fg_thresh", "min_object_size", "exclude_border", "source"}`` (``exclude_border`` is
+        ``False`` for a file written before the search chose it).
     """
     path = Path(output_dir) / THRESHOLDS_FILE
     if use_tuned and path.is_file():
@@ -45,11 +46,19 @@ def read_thresholds(output_dir: str, min_object_size: int, use_tuned: bool = Tru
                 "seed_thresh": float(saved["seed_thresh"]),
                 "fg_thresh": float(saved["fg_thresh"]),
                 "min_object_size": int(saved["min_object_size"]),
+                "exclude_border": _as_bool(saved.get("exclude_border", False)),
                 "source": str(path),
             }
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: not a thresholds file written by ThresholdSearch ({e}).") from None
-    return {**PAPER_THRESHOLDS, "min_object_size": int(min_object_size), "source": "paper"}
+    return {**PAPER_THRESHOLDS, "min_object_size": int(min_object_size), "exclude_border": False, "source": "paper"}
+
+
+def _as_bool(value) -> bool:
+    """A JSON ``true`` / ``false`` (anything else is an error)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"exclude_border must be true or false, got {value!r}")
+    return value
 
 
 def _copy_state(module: torch.nn.Module) -> dict:
@@ -62,7 +71,9 @@ class ThresholdSearch:
 
     The search maximises AP_dsb at ``iou`` averaged over images (EmbedSeg's convention), first over the grid of
     ``seed_threshs x fg_threshs`` at the dataset's minimum object size, then over ``min_size_factors`` (multiples of
-    the mean object size, plus the dataset minimum) at the best pair; ties go to the paper's values. The network
+    the mean object size, plus the dataset minimum) at the best pair, then (``search_border``) whether dropping the
+    objects that touch the image border scores higher, for annotations that leave out the objects the border cuts;
+    ties go to the paper's values and to keeping every object. The network
     runs once per image (the prediction is kept), so the search costs clusterings only. The result, with the
     validation AP of the paper's thresholds beside it, is written atomically to ``output_file``.
 
@@ -80,6 +91,7 @@ class ThresholdSearch:
         tta: if given, predict with a copy of ``inferer`` whose ``tta`` is set to this (e.g. the bundle's validation
             inferer without TTA during training, with TTA here as at inference).
         iou: the IoU threshold of the objective.
+        search_border: also try ``exclude_border`` (drop objects touching the image border) at the best setting.
         compare_final: also search with the weights ``load_into`` holds when the search starts (the last training
             step) and keep whichever of them and ``checkpoint`` scores better on the validation split with its own
             tuned thresholds (ties: the last step); if the last step wins, it is written to ``checkpoint``. During
@@ -107,8 +119,10 @@ class ThresholdSearch:
         image_key: str = "image",
         label_key: str = "label",
         compare_final: bool = False,
+        search_border: bool = True,
     ) -> None:
         self.network = network
+        self.search_border = bool(search_border)
         self.compare_final = bool(compare_final)
         if tta is not None and hasattr(inferer, "tta"):
             inferer = copy.copy(inferer)
@@ -142,9 +156,13 @@ class ThresholdSearch:
                     out.append((torch.as_tensor(p).float().cpu(), np.asarray(y.cpu())))
         return out
 
-    def score(self, preds: list, seed_thresh: float, fg_thresh: float, min_object_size: int) -> float:
+    def score(
+        self, preds: list, seed_thresh: float, fg_thresh: float, min_object_size: int, exclude_border: bool = False
+    ) -> float:
         """Validation AP_dsb at ``iou`` (mean over images) of one setting."""
-        settings = ClusteringSettings(seed_thresh, fg_thresh, min_object_size, spacing=self.spacing)
+        settings = ClusteringSettings(
+            seed_thresh, fg_thresh, min_object_size, spacing=self.spacing, exclude_border=exclude_border
+        )
         counts = []
         for pred, label in preds:
             labels, _ = cluster_embeddings(pred, **settings.as_dict())
@@ -187,7 +205,9 @@ class ThresholdSearch:
                 json.dump(result, f, indent=2)
         logger.info(
             f"thresholds tuned on {result['n_val_images']} validation images: seed {result['seed_thresh']}, "
-            f"foreground {result['fg_thresh']}, min size {result['min_object_size']}: val AP@{self.iou} "
+            f"foreground {result['fg_thresh']}, min size {result['min_object_size']}"
+            + (", objects touching the image border dropped" if result["exclude_border"] else "")
+            + f": val AP@{self.iou} "
             f"{result[key]:.3f} (paper thresholds {result[key + '_paper_thresholds']:.3f}) -> {self.output_file}"
         )
         return result
@@ -209,11 +229,19 @@ class ThresholdSearch:
             sizes |= {max(self.min_object_size, int(round(f * self.mean_object_size))) for f in self.min_size_factors}
         size_scores = {m: (scores[best] if m == self.min_object_size else self.score(preds, *best, m)) for m in sizes}
         min_size = max(sorted(sizes), key=lambda m: (round(size_scores[m], 6), m == self.min_object_size))
+        ap = size_scores[min_size]
+        exclude_border = False
+        if self.search_border:
+            without_border = self.score(preds, *best, min_size, exclude_border=True)
+            exclude_border = round(without_border, 6) > round(ap, 6)
+            if exclude_border:
+                ap = without_border
         result = {
             "seed_thresh": best[0],
             "fg_thresh": best[1],
             "min_object_size": int(min_size),
-            f"val_ap{int(self.iou * 100)}_by_image": size_scores[min_size],
+            "exclude_border": exclude_border,
+            f"val_ap{int(self.iou * 100)}_by_image": ap,
             f"val_ap{int(self.iou * 100)}_by_image_paper_thresholds": paper_ap,
             "n_val_images": len(preds),
             "checkpoint": None if self.checkpoint is None else str(self.checkpoint),

@@ -13,7 +13,9 @@ seed logit, ties broken by the lowest raster index (a function of the object alo
 object pick the same voxel; it is the greedy seed itself unless a higher-seed voxel of the object had been swallowed
 by an earlier rejected proposal). A block **keeps exactly the objects whose representative lies in its core**, with
 all their voxels, also those in its halo. Cores partition the volume, so an object is kept by one block only: no
-duplicates, and none is lost as long as its owner sees it whole.
+duplicates, and none is lost as long as its owner sees it whole. With ``exclude_border`` the owner also drops the
+objects that touch the volume's border (its extended block reaches that border wherever they do), never those that
+touch only a block's edge.
 
 **Ids.** Each block records its kept objects (representative's global raster index, confidence, size), writes their
 voxels inside its core to a provisional array (block-local ids) and lists their voxels outside its core (the
@@ -100,6 +102,7 @@ from monai_embedseg.inferers.block_store import (
     state_group,
 )
 from monai_embedseg.intensity import SPARSE_RATIO, sparse_message
+from monai_embedseg.labels import border_ids
 
 __all__ = [
     "STATE_GROUP",
@@ -152,7 +155,8 @@ def _predict_block(job: _Job, predictor: BlockPredictor, i: int) -> dict:
     if tuple(pred.shape[1:]) != eshape:
         raise ValueError(f"block {i}: the predictor returned shape {tuple(pred.shape)} for a block of {eshape}.")
     t1 = time.perf_counter()
-    labels, conf = cluster_embeddings(pred, **job.clustering.as_dict())
+    # objects the volume border cuts are dropped below: a block's own border is not the volume's
+    labels, conf = cluster_embeddings(pred, **job.clustering.replace(exclude_border=False).as_dict())
     lab = labels[0].numpy()
     raw_seed = pred[-1].numpy()
     del labels, pred
@@ -163,6 +167,14 @@ def _predict_block(job: _Job, predictor: BlockPredictor, i: int) -> dict:
     c0 = np.array([s.start for s in core])
     c1 = np.array([s.stop for s in core])
     owned = np.all((rep_pos >= c0) & (rep_pos < c1), axis=1)
+    if job.clustering.exclude_border and k:
+        faces = [
+            (d, side)
+            for d in range(lab.ndim)
+            for side, on in ((0, ext[d].start == 0), (-1, ext[d].stop == lay.shape[d]))
+            if on
+        ]
+        owned[border_ids(lab, faces) - 1] = False
     sizes = np.bincount(lab.reshape(-1), minlength=k + 1)[1:]
     n_own = int(owned.sum())
     lut = np.zeros(k + 1, dtype=np.uint32)

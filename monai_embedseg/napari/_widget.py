@@ -131,6 +131,8 @@ class SegmentWidget(QWidget):
         self.min_size_spin = QSpinBox()
         self.min_size_spin.setRange(0, 10**9)
         tform.addRow("min size (px)", self.min_size_spin)
+        self.border_check = QCheckBox("drop objects touching the border")
+        tform.addRow(self.border_check)
         tbuttons = QHBoxLayout()
         self.tuned_button = QPushButton("tuned")
         self.paper_button = QPushButton("paper 0.9 / 0.5")
@@ -182,6 +184,7 @@ class SegmentWidget(QWidget):
         self.seed_slider.valueChanged.connect(self._thresholds_changed)
         self.fg_slider.valueChanged.connect(self._thresholds_changed)
         self.min_size_spin.valueChanged.connect(self._thresholds_changed)
+        self.border_check.toggled.connect(self._thresholds_changed)
         self.train_button.clicked.connect(self.train)
         self.progressed.connect(self._show_progress)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -226,10 +229,11 @@ class SegmentWidget(QWidget):
             "seed_thresh": self.seed_slider.value() / _SLIDER_STEPS,
             "fg_thresh": self.fg_slider.value() / _SLIDER_STEPS,
             "min_object_size": int(self.min_size_spin.value()),
+            "exclude_border": self.border_check.isChecked(),
         }
 
     def _set_thresholds(self, values: dict, quiet: bool = False) -> None:
-        widgets = (self.seed_slider, self.fg_slider, self.min_size_spin)
+        widgets = (self.seed_slider, self.fg_slider, self.min_size_spin, self.border_check)
         for w in widgets:
             w.blockSignals(True)
         if "seed_thresh" in values:
@@ -238,6 +242,8 @@ class SegmentWidget(QWidget):
             self.fg_slider.setValue(round(float(values["fg_thresh"]) * _SLIDER_STEPS))
         if "min_object_size" in values:
             self.min_size_spin.setValue(int(values["min_object_size"]))
+        if "exclude_border" in values:
+            self.border_check.setChecked(bool(values["exclude_border"]))
         for w in widgets:
             w.blockSignals(False)
         self.seed_value.setText(f"{self.seed_slider.value() / _SLIDER_STEPS:.2f}")

@@ -159,7 +159,8 @@ def export_bioimageio(
         output: the ``.zip`` to write (atomically).
         bundle: name of the shipped bundle whose ``inference.json`` runs it (``segment --model`` needs it).
         properties: its ``dataset_properties.json`` content (spacing, minimum object size, ...).
-        thresholds: its ``thresholds.json`` content (tuned ``seed_thresh``, ``fg_thresh``, ``min_object_size``).
+        thresholds: its ``thresholds.json`` content (tuned ``seed_thresh``, ``fg_thresh``, ``min_object_size``,
+            ``exclude_border``).
         test_image: raw image ``(*spatial)`` or ``(C, *spatial)`` for the test tensors and cover, each spatial size
             a multiple of 8 (cropped to one otherwise); default a generated nuclei image.
         name: the package's name (default: ``EmbedSeg <bundle>``).
@@ -227,6 +228,7 @@ def export_bioimageio(
         "seed_thresh": thresholds.get("seed_thresh", 0.9),
         "fg_thresh": thresholds.get("fg_thresh", 0.5),
         "min_object_size": thresholds.get("min_object_size", properties.get("min_object_size", 0)),
+        "exclude_border": bool(thresholds.get("exclude_border", False)),
     }
     labels = EmbedSegCluster(spacing=properties.get("spacing"), **clustering)(prediction[0])[0].numpy()
     from monai_embedseg import __version__

@@ -16,7 +16,8 @@ The greedy definition (the contract; the slow reference in ``tests/test_cluster.
    ``P & U`` becomes the next object (confidence = seed of ``s``) and ``U -= P``. Accepted or not, every pixel of
    ``P`` (and ``s``) is marked visited, so it cannot become a seed any more.
 4. Accepted objects with fewer than ``min_object_size`` pixels (``|P & U|``) are dropped (their pixels stay
-   background); the rest are numbered ``1..K`` in acceptance order.
+   background), and with ``exclude_border`` so are those with a pixel on the image border; the rest are numbered
+   ``1..K`` in acceptance order.
 
 The fast implementation gives exactly this result: it works on foreground pixels only, orders the seeds once
 (one integer sort of packed ``(seed bits, index)`` keys), buckets the foreground pixels in a uniform grid over
@@ -47,6 +48,7 @@ from scipy import ndimage
 from monai_embedseg.cluster_settings import ClusteringSettings
 from monai_embedseg.constants import FG_THRESH, SEED_THRESH
 from monai_embedseg.embedding import OFFSET_SCALE, SIGMA_SCALE, decode_pixels, n_sigma_of, resolve_spacing
+from monai_embedseg.labels import border_ids
 
 __all__ = [
     "CLAIM_Q",
@@ -348,6 +350,7 @@ def cluster_embeddings(
     offset_scale: float = OFFSET_SCALE,
     sigma_scale: float = SIGMA_SCALE,
     validate: bool = True,
+    exclude_border: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy EmbedSeg clustering of one raw prediction into an instance label map (see the module docstring).
 
@@ -365,6 +368,8 @@ def cluster_embeddings(
         offset_scale, sigma_scale: decoding scales, see :func:`~monai_embedseg.embedding.decode_prediction`.
         validate: check ``pred`` for NaN/Inf first (one host synchronisation; ``False`` skips it when the caller
             knows the prediction is finite).
+        exclude_border: also drop the objects with a pixel on the image border (objects the border cuts), for
+            data annotated without them.
 
     Returns:
         ``labels`` int32 ``(1, *spatial)`` (0 = background, objects ``1..K`` in seed order) and ``confidence``
@@ -379,7 +384,7 @@ def cluster_embeddings(
     if isinstance(pred, torch.Tensor) and hasattr(pred, "as_tensor"):
         pred = pred.as_tensor()  # drop MetaTensor bookkeeping for speed
     dtype = pred.dtype if pred.dtype in (torch.float32, torch.float64) else torch.float32
-    ClusteringSettings(seed_thresh, fg_thresh, min_object_size, min_unclaimed)  # checks the values
+    ClusteringSettings(seed_thresh, fg_thresh, min_object_size, min_unclaimed, exclude_border=exclude_border)  # checks
     spatial = tuple(pred.shape[1:])
     device = pred.device
     n_pix = math.prod(spatial)
@@ -402,6 +407,10 @@ def cluster_embeddings(
         emb_fg, sig_fg, seed_fg, comp, bounds, seed_thresh, int(min_object_size), min_unclaimed
     )
     keep = np.asarray(sizes, dtype=np.int64) >= min_object_size
+    if exclude_border and len(sizes):
+        claimed = np.zeros(n_pix, dtype=np.int32)
+        claimed[fg_idx] = claim
+        keep[border_ids(claimed.reshape(spatial)) - 1] = False
     lut = np.zeros(len(sizes) + 1, dtype=np.int32)
     lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     labels = np.zeros(n_pix, dtype=np.int32)
@@ -416,7 +425,7 @@ class EmbedSegCluster(Transform):
 
     Args:
         spacing, seed_thresh, fg_thresh, min_object_size, min_unclaimed, split_components, offset_scale,
-            sigma_scale, validate: see :func:`cluster_embeddings`.
+            sigma_scale, validate, exclude_border: see :func:`cluster_embeddings`.
         return_confidence: also return the per-object confidence ``(K,)``.
 
     Input ``(C, *spatial)`` numpy array or tensor; output int32 label map ``(1, *spatial)`` of the same kind
@@ -437,6 +446,7 @@ class EmbedSegCluster(Transform):
         offset_scale: float = OFFSET_SCALE,
         sigma_scale: float = SIGMA_SCALE,
         validate: bool = True,
+        exclude_border: bool = False,
     ) -> None:
         self.spacing = spacing
         self.seed_thresh = seed_thresh
@@ -448,6 +458,7 @@ class EmbedSegCluster(Transform):
         self.offset_scale = offset_scale
         self.sigma_scale = sigma_scale
         self.validate = validate
+        self.exclude_border = exclude_border
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor | tuple[NdarrayOrTensor, NdarrayOrTensor]:
         """Cluster ``img`` ``(C, *spatial)``; see the class docstring for the output."""
@@ -467,6 +478,7 @@ class EmbedSegCluster(Transform):
             offset_scale=self.offset_scale,
             sigma_scale=self.sigma_scale,
             validate=self.validate,
+            exclude_border=self.exclude_border,
         )
         out = convert_to_dst_type(labels, img, dtype=torch.int32)[0]
         if not self.return_confidence:
@@ -483,7 +495,7 @@ class EmbedSegClusterd(MapTransform):
         output_keys: where to write the label maps ``(1, *spatial)``, one per key (``None``: overwrite ``keys``).
         confidence_keys: where to write the confidences ``(K,)``, one per key (``None``: not stored).
         spacing, seed_thresh, fg_thresh, min_object_size, min_unclaimed, split_components, offset_scale,
-            sigma_scale, validate: see :func:`cluster_embeddings`.
+            sigma_scale, validate, exclude_border: see :func:`cluster_embeddings`.
         allow_missing_keys: skip missing keys instead of raising.
     """
 
@@ -503,6 +515,7 @@ class EmbedSegClusterd(MapTransform):
         offset_scale: float = OFFSET_SCALE,
         sigma_scale: float = SIGMA_SCALE,
         validate: bool = True,
+        exclude_border: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -519,6 +532,7 @@ class EmbedSegClusterd(MapTransform):
             offset_scale=offset_scale,
             sigma_scale=sigma_scale,
             validate=validate,
+            exclude_border=exclude_border,
         )
 
     def _expand(self, names: KeysCollection, what: str) -> tuple[Hashable, ...]:
