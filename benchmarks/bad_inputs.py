@@ -179,6 +179,14 @@ def _make_inputs(w: Path) -> None:
     for f in ("model.pt", "dataset_properties.json"):
         shutil.copy(Path(model_folder("nuclei-2d")) / f, run / f)
     shutil.copy(run / "model.pt", run / "checkpoint_epoch=5.pt")
+    # a run folder whose thresholds.json holds a setting of the wrong type
+    badthr = w / "bad_thresholds"
+    badthr.mkdir()
+    for f in ("model.pt", "dataset_properties.json"):
+        shutil.copy(Path(model_folder("nuclei-2d")) / f, badthr / f)
+    (badthr / "thresholds.json").write_text(
+        json.dumps({"seed_thresh": 0.5, "fg_thresh": 0.3, "min_object_size": 21, "exclude_border": "yes"})
+    )
     # Zarr inputs for the block-wise path
     from monai_embedseg.data import write_ome_zarr
 
@@ -283,6 +291,11 @@ def _cases(w: Path) -> list[Case]:
             "segment: --checkpoint without weights",
             [*seg, imgs, *bundle, "--checkpoint", str(w / "ckpts" / "nodict.pt"), "--output", out],
             names=["nodict.pt"],
+        ),
+        Case(
+            "segment: thresholds.json with a bad value",
+            [*seg, imgs, *bundle, "--checkpoint", str(w / "bad_thresholds" / "model.pt"), "--output", out],
+            names=["thresholds.json", "exclude_border"],
         ),
         Case("segment: unknown --model", [*seg, imgs, "--model", "nuclei-9d", "--output", out], names=["nuclei-9d"]),
         Case(

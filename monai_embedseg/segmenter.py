@@ -120,7 +120,7 @@ class Segmenter:
         self._inferer = parser.get_parsed_content("inferer")
         # the bundle's preprocessing after its file loader: the same normalisation as `segment`
         self._normalise = Compose(parser.get_parsed_content("preprocessing").transforms[1:])
-        tuned = read_thresholds(str(resolved.weights.parent), int(props["min_object_size"]))
+        tuned = read_thresholds(str(resolved.weights.parent), int(props["min_object_size"]), tta=tta)
         self.settings = ClusteringSettings.from_mapping(tuned, spacing=spacing)
         self.prediction: torch.Tensor | None = None
         self.network_calls = 0

@@ -131,6 +131,50 @@ def test_threshold_search_beats_the_paper_thresholds_on_validation(tmp_path):
         read_thresholds(str(tmp_path), 3)
 
 
+class _TTAInferer(_FixedInferer):
+    """Without TTA: true objects at seed 0.95 and object-sized spurious blobs at 0.65; with TTA (an average) the
+    blobs are gone and the true objects' seeds fall to 0.6."""
+
+    def __call__(self, image, network):
+        good = super().__call__(image, network)
+        out = []
+        for pred, (label, blobs) in zip(good, [self.labels[int(i)] for i in image.flatten(1)[:, 0]]):
+            seed = torch.full_like(pred[-1], -20.0)
+            seed[label[0] > 0] = np.log(0.6 / 0.4) if self.tta else np.log(0.95 / 0.05)
+            if not self.tta:
+                seed[blobs[0] > 0] = np.log(0.65 / 0.35)
+            out.append(torch.cat([pred[:-1], seed[None]]))
+        return torch.stack(out)
+
+
+def test_threshold_search_tunes_inference_without_tta_apart(tmp_path):
+    """An averaged (TTA) seed map peaks lower than a single prediction's: each mode gets its own thresholds, and
+    inference without TTA reads its own."""
+    labels, preds = [], []
+    for seed in range(2):
+        label, _ = _val_case(seed)
+        blobs = torch.zeros_like(label)
+        blobs[0, 50:58, 25:33] = 7  # object-sized, so only the seed threshold can reject it
+        preds.append(torch.as_tensor(oracle_prediction(label + blobs)))
+        labels.append((label, blobs))
+    inferer = _TTAInferer(preds)
+    inferer.labels = labels
+    loader = [{"image": torch.full((1, 1, 64, 64), float(i)), "label": lab[None]} for i, (lab, _) in enumerate(labels)]
+    out = str(tmp_path / "thresholds.json")
+    result = ThresholdSearch(torch.nn.Identity(), inferer, loader, out, 1, 80.0, tta=True).run()
+    assert result["seed_thresh"] == 0.5 and result["val_ap50_by_image"] == 1.0  # 0.6 seeds need 0.5
+    plain = result["without_tta"]
+    assert plain["seed_thresh"] >= 0.7 and plain["val_ap50_by_image"] == 1.0  # the 0.65 blobs are rejected
+    assert plain["val_ap50_by_image_paper_thresholds"] == 1.0
+    assert read_thresholds(str(tmp_path), 1)["seed_thresh"] == 0.5
+    no_tta = read_thresholds(str(tmp_path), 1, tta=False)
+    assert no_tta["seed_thresh"] == plain["seed_thresh"] and no_tta["source"].endswith("(without TTA)")
+    assert "without_tta" not in ThresholdSearch(torch.nn.Identity(), inferer, loader, out, 1, 80.0, tta=False).run()
+    assert (
+        read_thresholds(str(tmp_path), 1, tta=False)["seed_thresh"] == read_thresholds(str(tmp_path), 1)["seed_thresh"]
+    )  # a file without the entry serves both modes
+
+
 @pytest.mark.parametrize("annotated_at_border", [False, True])
 def test_threshold_search_drops_border_objects_only_where_the_annotations_do(annotated_at_border, tmp_path):
     """Predictions find every nucleus, also those the image border cuts; the search drops these only when the
@@ -148,7 +192,8 @@ def test_threshold_search_drops_border_objects_only_where_the_annotations_do(ann
     )
     result = search.run()
     assert result["exclude_border"] is not annotated_at_border
-    assert result["val_ap50_by_image"] == 1.0  # 4 of 6 objects found would give 0.67 without the choice
+    assert result["val_ap50_by_image"] == 1.0
+    assert result["val_ap50_by_image_border_objects_kept"] == (1.0 if annotated_at_border else pytest.approx(4 / 6))
     assert read_thresholds(str(tmp_path), 1)["exclude_border"] is result["exclude_border"]
 
 

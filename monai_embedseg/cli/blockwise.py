@@ -164,7 +164,7 @@ def segment_large(
         raise ValueError(f"the output of block-wise segmentation is a Zarr store: {output} must end with .zarr.")
     parser = inference_parser(bundle)
     props = load_properties(str(props_file))
-    tuned = read_thresholds(str(ckpt.parent), int(props["min_object_size"]), use_tuned=not paper_thresholds)
+    tuned = read_thresholds(str(ckpt.parent), int(props["min_object_size"]), not paper_thresholds, tta)
     spatial_dims = int(parser.get_parsed_content("spatial_dims"))
     in_channels = int(parser.get_parsed_content("in_channels"))
     if not spacing:  # the bundle's, else the training data's (dataset_properties.json), else the image's

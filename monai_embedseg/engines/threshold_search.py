@@ -25,13 +25,15 @@ __all__ = ["ThresholdSearch", "read_thresholds", "PAPER_THRESHOLDS", "THRESHOLDS
 logger = logging.getLogger(__name__)
 
 
-def read_thresholds(output_dir: str, min_object_size: int, use_tuned: bool = True) -> dict:
+def read_thresholds(output_dir: str, min_object_size: int, use_tuned: bool = True, tta: bool = True) -> dict:
     """Clustering thresholds for inference: the tuned ones saved by :class:`ThresholdSearch`, else the paper's.
 
     Args:
         output_dir: the training output folder (holding ``model.pt`` and, after tuning, ``thresholds.json``).
         min_object_size: the fallback minimum object size (from the dataset properties).
         use_tuned: ``False`` ignores a tuned file (the paper's 0.9 / 0.5 and ``min_object_size``).
+        tta: whether inference averages test-time augmentations; ``False`` takes the file's ``without_tta``
+            setting where the search made one (a single prediction's seed map peaks higher than an average).
 
     Returns:
         ``{"seed_thresh", "fg_thresh", "min_object_size", "exclude_border", "source"}`` (``exclude_border`` is
@@ -42,12 +44,14 @@ def read_thresholds(output_dir: str, min_object_size: int, use_tuned: bool = Tru
         with open(path) as f:
             saved = json.load(f)
         try:
+            plain = not tta and saved.get("without_tta") is not None
+            values = saved["without_tta"] if plain else saved
             return {
-                "seed_thresh": float(saved["seed_thresh"]),
-                "fg_thresh": float(saved["fg_thresh"]),
-                "min_object_size": int(saved["min_object_size"]),
-                "exclude_border": _as_bool(saved.get("exclude_border", False)),
-                "source": str(path),
+                "seed_thresh": float(values["seed_thresh"]),
+                "fg_thresh": float(values["fg_thresh"]),
+                "min_object_size": int(values["min_object_size"]),
+                "exclude_border": _as_bool(values.get("exclude_border", False)),
+                "source": f"{path} (without TTA)" if plain else str(path),
             }
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: not a thresholds file written by ThresholdSearch ({e}).") from None
@@ -92,6 +96,8 @@ class ThresholdSearch:
             inferer without TTA during training, with TTA here as at inference).
         iou: the IoU threshold of the objective.
         search_border: also try ``exclude_border`` (drop objects touching the image border) at the best setting.
+        search_without_tta: when the search predicts with TTA, search the predictions without TTA too and store
+            that setting as ``"without_tta"`` (inference without TTA reads it, :func:`read_thresholds`).
         compare_final: also search with the weights ``load_into`` holds when the search starts (the last training
             step) and keep whichever of them and ``checkpoint`` scores better on the validation split with its own
             tuned thresholds (ties: the last step); if the last step wins, it is written to ``checkpoint``. During
@@ -120,9 +126,11 @@ class ThresholdSearch:
         label_key: str = "label",
         compare_final: bool = False,
         search_border: bool = True,
+        search_without_tta: bool = True,
     ) -> None:
         self.network = network
         self.search_border = bool(search_border)
+        self.search_without_tta = bool(search_without_tta)
         self.compare_final = bool(compare_final)
         if tta is not None and hasattr(inferer, "tta"):
             inferer = copy.copy(inferer)
@@ -200,17 +208,44 @@ class ThresholdSearch:
                     result = final
                 else:
                     self.load_into.load_state_dict(best_state)
+        if self.search_without_tta and getattr(self.inferer, "tta", False):
+            result["without_tta"] = self._search_without_tta()
         with atomic_output(self.output_file, overwrite=True) as tmp:
             with open(tmp, "w") as f:
                 json.dump(result, f, indent=2)
         logger.info(
             f"thresholds tuned on {result['n_val_images']} validation images: seed {result['seed_thresh']}, "
             f"foreground {result['fg_thresh']}, min size {result['min_object_size']}"
-            + (", objects touching the image border dropped" if result["exclude_border"] else "")
+            + (
+                f", objects touching the image border dropped (val AP {result[key + '_border_objects_kept']:.3f} with "
+                "them)"
+                if result["exclude_border"]
+                else ""
+            )
             + f": val AP@{self.iou} "
             f"{result[key]:.3f} (paper thresholds {result[key + '_paper_thresholds']:.3f}) -> {self.output_file}"
         )
+        if "without_tta" in result:
+            plain = result["without_tta"]
+            logger.info(
+                f"without TTA: seed {plain['seed_thresh']}, foreground {plain['fg_thresh']}, min size "
+                f"{plain['min_object_size']}{', border objects dropped' if plain['exclude_border'] else ''}: val "
+                f"AP@{self.iou} {plain[key]:.3f}"
+            )
         return result
+
+    def _search_without_tta(self) -> dict:
+        """The best setting for predictions without TTA (same weights, same search)."""
+        key = f"val_ap{int(self.iou * 100)}_by_image"
+        with_tta = self.inferer
+        self.inferer = copy.copy(with_tta)
+        self.inferer.tta = False
+        try:
+            found = self._search()
+        finally:
+            self.inferer = with_tta
+        names = ("seed_thresh", "fg_thresh", "min_object_size", "exclude_border", key, key + "_paper_thresholds")
+        return {k: found[k] for k in names}
 
     def _search(self) -> dict:
         """The best setting for the weights the network holds now, with its validation AP."""
@@ -242,6 +277,7 @@ class ThresholdSearch:
             "min_object_size": int(min_size),
             "exclude_border": exclude_border,
             f"val_ap{int(self.iou * 100)}_by_image": ap,
+            f"val_ap{int(self.iou * 100)}_by_image_border_objects_kept": size_scores[min_size],
             f"val_ap{int(self.iou * 100)}_by_image_paper_thresholds": paper_ap,
             "n_val_images": len(preds),
             "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
