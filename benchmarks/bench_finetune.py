@@ -63,8 +63,10 @@ def _train(data: Path, out: Path, seed: int, minutes: float, lr: float, pretrain
     return {"seconds": seconds, "epochs": int(epochs[-1]) if epochs else None, **tuned}
 
 
-def _mean_sd(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f}" + (f" +- {statistics.stdev(values):.3f}" if len(values) > 1 else "")
+def _mean_sd(values: list[float], digits: int = 3) -> str:
+    """``mean +- sd`` (the mean alone for one value)."""
+    sd = f" +- {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{sd}"
 
 
 def main() -> None:
@@ -101,7 +103,7 @@ def main() -> None:
         )
         results.setdefault(what, []).append((info, no_tta, tta))
     for what, res in results.items():
-        epochs = _mean_sd([float(i["epochs"] or 0) for i, _, _ in res])
+        epochs = _mean_sd([float(i["epochs"] or 0) for i, _, _ in res], digits=1)
         val = _mean_sd([i["val_ap50_by_image"] for i, _, _ in res])
         dropped = f"{sum(bool(i.get('exclude_border')) for i, _, _ in res)} of {len(res)}"
         rows.append((f"{what} ({len(res)} seeds)", epochs, val, dropped, [r[1] for r in res], [r[2] for r in res]))
