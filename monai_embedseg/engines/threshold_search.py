@@ -46,23 +46,19 @@ def read_thresholds(output_dir: str, min_object_size: int, use_tuned: bool = Tru
         try:
             plain = not tta and saved.get("without_tta") is not None
             values = saved["without_tta"] if plain else saved
+            settings = ClusteringSettings(  # checks every value
+                values["seed_thresh"],
+                values["fg_thresh"],
+                values["min_object_size"],
+                exclude_border=values.get("exclude_border", False),
+            )
             return {
-                "seed_thresh": float(values["seed_thresh"]),
-                "fg_thresh": float(values["fg_thresh"]),
-                "min_object_size": int(values["min_object_size"]),
-                "exclude_border": _as_bool(values.get("exclude_border", False)),
+                **{k: getattr(settings, k) for k in ("seed_thresh", "fg_thresh", "min_object_size", "exclude_border")},
                 "source": f"{path} (without TTA)" if plain else str(path),
             }
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: not a thresholds file written by ThresholdSearch ({e}).") from None
     return {**PAPER_THRESHOLDS, "min_object_size": int(min_object_size), "exclude_border": False, "source": "paper"}
-
-
-def _as_bool(value) -> bool:
-    """A JSON ``true`` / ``false`` (anything else is an error)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"exclude_border must be true or false, got {value!r}")
-    return value
 
 
 def _copy_state(module: torch.nn.Module) -> dict:
