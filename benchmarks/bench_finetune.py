@@ -96,7 +96,8 @@ def main() -> None:
         model = ["--bundle", str(BUNDLE), "--checkpoint", str(out / "model.pt")]
         no_tta, tta = (_score(model, images, masks, out, t) for t in (False, True))
         print(
-            f"{what}, seed {seed}: {info['epochs']} epochs, val AP@0.5 {info['val_ap50_by_image']:.3f}, border "
+            f"{what}, seed {seed}: {info['epochs']} epochs ({info['seconds']:.0f} s with data and search), "
+            f"val AP@0.5 {info['val_ap50_by_image']:.3f}, border "
             f"objects {'dropped' if info.get('exclude_border') else 'kept'}; test by image {no_tta[1]:.4f} / "
             f"{tta[1]:.4f} (no TTA / TTA)",
             flush=True,

@@ -1,11 +1,10 @@
 """The clustering's settings as one value.
 
 A trained model's seed and foreground thresholds, minimum object size, border rule, claim rule and pixel spacing
-travel together
-from its files (``thresholds.json``, ``dataset_properties.json``) to the clustering, through ``segment``, the
-block-wise path, the threshold search and the interactive :class:`~monai_embedseg.segmenter.Segmenter`. They are
-declared here once; a new setting is a new field (plus its flat argument on
-:func:`~monai_embedseg.transforms.cluster_embeddings` and the MONAI transforms, which bundle configs need).
+travel together from its files (``thresholds.json``, ``dataset_properties.json``) to the clustering, through
+``segment``, the block-wise path, the threshold search and the interactive
+:class:`~monai_embedseg.segmenter.Segmenter`. They are declared here once; a new setting is a new field (plus its flat
+argument on :func:`~monai_embedseg.transforms.cluster_embeddings` and the MONAI transforms, which bundle configs need).
 """
 
 from __future__ import annotations
@@ -19,7 +18,10 @@ import numpy as np
 
 from monai_embedseg.constants import FG_THRESH, SEED_THRESH
 
-__all__ = ["ClusteringSettings"]
+__all__ = ["ClusteringSettings", "TUNED_SETTINGS"]
+
+#: the settings the threshold search chooses on the validation split (``thresholds.json``)
+TUNED_SETTINGS = ("seed_thresh", "fg_thresh", "min_object_size", "exclude_border")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +74,10 @@ class ClusteringSettings:
     def replace(self, **changes: Any) -> ClusteringSettings:
         """A copy with ``changes`` applied (``None`` values leave a setting as it is)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def tuned(self) -> dict[str, Any]:
+        """The settings the threshold search chooses (:data:`TUNED_SETTINGS`) as a dict."""
+        return {k: getattr(self, k) for k in TUNED_SETTINGS}
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as keyword arguments of :func:`~monai_embedseg.transforms.cluster_embeddings` (and JSON)."""

@@ -216,7 +216,7 @@ class Segmenter:
     def thresholds(self) -> dict:
         """The model's tuned ``seed_thresh``, ``fg_thresh``, ``min_object_size``, ``exclude_border`` (from
         :attr:`settings`)."""
-        return {k: getattr(self.settings, k) for k in ("seed_thresh", "fg_thresh", "min_object_size", "exclude_border")}
+        return self.settings.tuned()
 
     @property
     def spacing(self) -> tuple[float, ...] | None:

@@ -7,20 +7,20 @@ import copy
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from monai_embedseg.cluster_settings import ClusteringSettings
+from monai_embedseg.cluster_settings import TUNED_SETTINGS, ClusteringSettings
 from monai_embedseg.constants import PAPER_THRESHOLDS, THRESHOLDS_FILE
 from monai_embedseg.metrics.matching import ap_from_counts, image_match_counts
 from monai_embedseg.transforms.cluster import cluster_embeddings
 from monai_embedseg.utils.checkpoint import load_weights
 from monai_embedseg.utils.files import atomic_output
 
-__all__ = ["ThresholdSearch", "read_thresholds", "PAPER_THRESHOLDS", "THRESHOLDS_FILE"]
+__all__ = ["ThresholdSearch", "read_thresholds", "tuned_thresholds", "PAPER_THRESHOLDS", "THRESHOLDS_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +32,10 @@ def read_thresholds(output_dir: str, min_object_size: int, use_tuned: bool = Tru
         output_dir: the training output folder (holding ``model.pt`` and, after tuning, ``thresholds.json``).
         min_object_size: the fallback minimum object size (from the dataset properties).
         use_tuned: ``False`` ignores a tuned file (the paper's 0.9 / 0.5 and ``min_object_size``).
-        tta: whether inference averages test-time augmentations; ``False`` takes the file's ``without_tta``
-            setting where the search made one (a single prediction's seed map peaks higher than an average).
+        tta: whether inference averages test-time augmentations (see :func:`tuned_thresholds`).
 
     Returns:
-        ``{"seed_thresh", "fg_thresh", "min_object_size", "exclude_border", "source"}`` (``exclude_border`` is
-        ``False`` for a file written before the search chose it).
+        :func:`tuned_thresholds` of the file, plus ``"source"`` (the file, or ``"paper"``).
     """
     path = Path(output_dir) / THRESHOLDS_FILE
     if use_tuned and path.is_file():
@@ -45,20 +43,41 @@ def read_thresholds(output_dir: str, min_object_size: int, use_tuned: bool = Tru
             saved = json.load(f)
         try:
             plain = not tta and saved.get("without_tta") is not None
-            values = saved["without_tta"] if plain else saved
-            settings = ClusteringSettings(  # checks every value
-                values["seed_thresh"],
-                values["fg_thresh"],
-                values["min_object_size"],
-                exclude_border=values.get("exclude_border", False),
-            )
             return {
-                **{k: getattr(settings, k) for k in ("seed_thresh", "fg_thresh", "min_object_size", "exclude_border")},
+                **tuned_thresholds(saved, min_object_size, tta),
                 "source": f"{path} (without TTA)" if plain else str(path),
             }
-        except (KeyError, TypeError, ValueError) as e:
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: not a thresholds file written by ThresholdSearch ({e}).") from None
-    return {**PAPER_THRESHOLDS, "min_object_size": int(min_object_size), "exclude_border": False, "source": "paper"}
+    return {**tuned_thresholds(None, min_object_size), "source": "paper"}
+
+
+def tuned_thresholds(saved: Mapping | None, min_object_size: int, tta: bool = True) -> dict:
+    """The clustering settings of a ``thresholds.json`` content (checked by
+    :class:`~monai_embedseg.cluster_settings.ClusteringSettings`), or the paper's for ``None``.
+
+    Args:
+        saved: what :class:`ThresholdSearch` wrote, or ``None``.
+        min_object_size: the minimum object size without a tuned one (from the dataset properties).
+        tta: whether inference averages test-time augmentations; ``False`` takes the ``without_tta`` setting where
+            the search made one (a single prediction's seed map peaks higher than an average).
+
+    Returns:
+        ``{"seed_thresh", "fg_thresh", "min_object_size", "exclude_border"}`` (``exclude_border`` is ``False`` for a
+        file written before the search chose it).
+
+    Raises:
+        AttributeError, KeyError, TypeError, ValueError: not a mapping, or a missing or invalid setting.
+    """
+    if saved is None:
+        return ClusteringSettings(**PAPER_THRESHOLDS, min_object_size=int(min_object_size)).tuned()
+    values = saved["without_tta"] if not tta and saved.get("without_tta") is not None else saved
+    return ClusteringSettings(  # checks every value
+        values["seed_thresh"],
+        values["fg_thresh"],
+        values["min_object_size"],
+        exclude_border=values.get("exclude_border", False),
+    ).tuned()
 
 
 def _copy_state(module: torch.nn.Module) -> dict:
@@ -147,14 +166,16 @@ class ThresholdSearch:
         self.image_key = image_key
         self.label_key = label_key
 
-    def predict(self) -> list[tuple[torch.Tensor, np.ndarray]]:
-        """Raw predictions ``(C, *spatial)`` (CPU float32) and labels of every validation image."""
+    def predict(self, inferer: Callable | None = None) -> list[tuple[torch.Tensor, np.ndarray]]:
+        """Raw predictions ``(C, *spatial)`` (CPU float32) and labels of every validation image (with ``inferer``,
+        default the search's)."""
+        inferer = self.inferer if inferer is None else inferer
         self.network.eval()
         out = []
         with torch.inference_mode():
             for batch in self.dataloader:
                 image = torch.as_tensor(batch[self.image_key]).to(self.device)
-                pred = self.inferer(image, self.network)
+                pred = inferer(image, self.network)
                 label = torch.as_tensor(batch[self.label_key])
                 for p, y in zip(pred, label):
                     out.append((torch.as_tensor(p).float().cpu(), np.asarray(y.cpu())))
@@ -233,19 +254,15 @@ class ThresholdSearch:
     def _search_without_tta(self) -> dict:
         """The best setting for predictions without TTA (same weights, same search)."""
         key = f"val_ap{int(self.iou * 100)}_by_image"
-        with_tta = self.inferer
-        self.inferer = copy.copy(with_tta)
-        self.inferer.tta = False
-        try:
-            found = self._search()
-        finally:
-            self.inferer = with_tta
-        names = ("seed_thresh", "fg_thresh", "min_object_size", "exclude_border", key, key + "_paper_thresholds")
-        return {k: found[k] for k in names}
+        plain = copy.copy(self.inferer)
+        plain.tta = False
+        found = self._search(plain)
+        return {k: found[k] for k in (*TUNED_SETTINGS, key, key + "_paper_thresholds")}
 
-    def _search(self) -> dict:
-        """The best setting for the weights the network holds now, with its validation AP."""
-        preds = self.predict()
+    def _search(self, inferer: Callable | None = None) -> dict:
+        """The best setting for the weights the network holds now, with its validation AP (predicting with
+        ``inferer``, default the search's)."""
+        preds = self.predict(inferer)
         if not preds:
             raise ValueError("threshold search: the validation dataloader is empty.")
         paper = (PAPER_THRESHOLDS["seed_thresh"], PAPER_THRESHOLDS["fg_thresh"])

@@ -167,14 +167,14 @@ def _predict_block(job: _Job, predictor: BlockPredictor, i: int) -> dict:
     c0 = np.array([s.start for s in core])
     c1 = np.array([s.stop for s in core])
     owned = np.all((rep_pos >= c0) & (rep_pos < c1), axis=1)
+    # the extended block's faces: on the volume's border, or inside the volume (where an object may be cut)
+    faces = [
+        (d, side, at)
+        for d in range(lab.ndim)
+        for side, at in ((0, ext[d].start == 0), (-1, ext[d].stop == lay.shape[d]))
+    ]
     if job.clustering.exclude_border and k:
-        faces = [
-            (d, side)
-            for d in range(lab.ndim)
-            for side, on in ((0, ext[d].start == 0), (-1, ext[d].stop == lay.shape[d]))
-            if on
-        ]
-        owned[border_ids(lab, faces) - 1] = False
+        owned[border_ids(lab, [(d, side) for d, side, at in faces if at]) - 1] = False
     sizes = np.bincount(lab.reshape(-1), minlength=k + 1)[1:]
     n_own = int(owned.sum())
     lut = np.zeros(k + 1, dtype=np.uint32)
@@ -182,11 +182,7 @@ def _predict_block(job: _Job, predictor: BlockPredictor, i: int) -> dict:
     own = lut[lab]
     del lab
     # kept objects touching the outer border of the extended block (not the volume border): possibly cut
-    touching: set[int] = set()
-    for d in range(own.ndim):
-        for side, at_border in ((0, ext[d].start == 0), (-1, ext[d].stop == lay.shape[d])):
-            if not at_border:
-                touching.update(int(v) for v in np.unique(np.take(own, side, axis=d)) if v)
+    touching = border_ids(own, [(d, side) for d, side, at in faces if not at])
     core_local = tuple(slice(c.start - e.start, c.stop - e.start) for c, e in zip(core, ext))
     spill_mask = own > 0
     spill_mask[core_local] = False

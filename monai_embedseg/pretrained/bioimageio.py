@@ -177,6 +177,7 @@ def export_bioimageio(
         FileExistsError: ``output`` exists and ``overwrite`` is False.
         ValueError: ``network`` is not a BranchedERFNet, or the test image does not fit it.
     """
+    from monai_embedseg.engines.threshold_search import tuned_thresholds
     from monai_embedseg.networks.nets import BranchedERFNet, export_onnx
     from monai_embedseg.networks.receptive_field import effective_receptive_field
     from monai_embedseg.transforms import EmbedSegCluster
@@ -223,13 +224,7 @@ def export_bioimageio(
     measured = effective_receptive_field(network, normalised)
     # the spec wants every input larger than twice the halo: capped where the test image is smaller
     halo = [max(1, min(int(h), (int(s) - 8) // 2)) for h, s in zip(measured, raw.shape[2:])]
-    thresholds = dict(thresholds or {})
-    clustering = {
-        "seed_thresh": thresholds.get("seed_thresh", 0.9),
-        "fg_thresh": thresholds.get("fg_thresh", 0.5),
-        "min_object_size": thresholds.get("min_object_size", properties.get("min_object_size", 0)),
-        "exclude_border": bool(thresholds.get("exclude_border", False)),
-    }
+    clustering = tuned_thresholds(thresholds or None, properties.get("min_object_size", 0))
     labels = EmbedSegCluster(spacing=properties.get("spacing"), **clustering)(prediction[0])[0].numpy()
     from monai_embedseg import __version__
 
