@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["square_in_plane", "as_slices"]
+__all__ = ["square_in_plane", "as_slices", "blur_sigmas"]
 
 
 def square_in_plane(crop_size: Sequence[int]) -> list[int]:
@@ -34,3 +34,29 @@ def as_slices(crop_slices: Sequence[Sequence[int | None] | None] | None) -> list
     if crop_slices is None:
         return None
     return [slice(*(ax if ax is not None else (None, None))) for ax in crop_slices]
+
+
+def blur_sigmas(
+    sigma: Sequence[float], spacing: Sequence[float] | float | None, spatial_dims: int
+) -> list[tuple[float, float]]:
+    """Gaussian blur ranges per axis, in voxels, for ``RandGaussianSmoothd(sigma_x=, sigma_y=, sigma_z=)``.
+
+    ``sigma = (low, high)`` is given in pixels of the finest axis; an axis whose voxels are coarser gets a
+    proportionally smaller sigma, so the blur is the same physical width along every axis and an anisotropic volume
+    stays as anisotropic as it was (e.g. spacing ``(1.0, 0.2, 0.2)`` and ``(0.25, 1.0)``: z gets ``(0.05, 0.2)``).
+
+    Returns three ``(low, high)`` ranges in MONAI's order (first, second, third spatial axis: z, y, x in 3D; y, x and
+    an unused third in 2D). ``spacing`` ``None``: isotropic.
+    """
+    low, high = (float(v) for v in sigma)
+    if not 0.0 <= low <= high:
+        raise ValueError(f"blur sigma must be a range (low, high) with 0 <= low <= high, got {sigma}")
+    if spacing is None:
+        steps = [1.0] * spatial_dims
+    elif isinstance(spacing, (int, float)):
+        steps = [float(spacing)] * spatial_dims
+    else:
+        steps = [float(s) for s in spacing][-spatial_dims:]
+    finest = min(steps)
+    ranges = [(low * finest / s, high * finest / s) for s in steps]
+    return ranges + [ranges[-1]] * (3 - len(ranges))
