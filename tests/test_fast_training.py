@@ -131,6 +131,26 @@ def test_threshold_search_beats_the_paper_thresholds_on_validation(tmp_path):
         read_thresholds(str(tmp_path), 3)
 
 
+def test_threshold_search_never_drops_objects_as_large_as_the_training_ones(tmp_path):
+    """Bounded by ``max_min_object_size`` (the training objects' small end), the search keeps the minimum size that
+    the unbounded search raises to drop the validation images' 4-pixel spurious objects."""
+    cases = [_val_case(s) for s in range(3)]
+    loader = [{"image": torch.full((1, 1, 64, 64), float(i)), "label": lab[None]} for i, (lab, _) in enumerate(cases)]
+    found = {}
+    for bound in (None, 3):
+        found[bound] = ThresholdSearch(
+            torch.nn.Identity(),
+            _FixedInferer([p for _, p in cases]),
+            loader,
+            str(tmp_path / f"thresholds_{bound}.json"),
+            min_object_size=1,
+            mean_object_size=80.0,
+            max_min_object_size=bound,
+        ).run()
+    assert found[None]["min_object_size"] > 3 and found[3]["min_object_size"] <= 3
+    assert found[3]["val_ap50_by_image"] < found[None]["val_ap50_by_image"]  # the bound cost AP on these images
+
+
 class _TTAInferer(_FixedInferer):
     """Without TTA: true objects at seed 0.95 and object-sized spurious blobs at 0.65; with TTA (an average) the
     blobs are gone and the true objects' seeds fall to 0.6."""

@@ -40,6 +40,7 @@ def test_hand_made_2d():
     p = compute_dataset_properties([lab])
     assert p["n_images"] == 1 and p["n_objects"] == 2 and p["spatial_dims"] == 2
     assert p["min_object_size"] == 120 and p["max_object_size"] == 200 and p["mean_object_size"] == 160
+    assert p["small_object_size"] == 124  # 5th percentile of (120, 200)
     assert p["object_extent_mean"] == [20.0, 12.0] and p["object_extent_std"] == [10.0, 8.0]
     assert p["crop_size"] == [72, 56]  # ceil((20 + 50) / 8) * 8, ceil((12 + 40) / 8) * 8
     assert p["foreground_weight"] == pytest.approx((3000 - 320) / 320)

@@ -36,6 +36,8 @@ __all__ = [
 CROP_MULTIPLE = 8
 #: crop size = mean object extent + CROP_N_STD standard deviations
 CROP_N_STD = 5.0
+#: percentile of the training objects' sizes recorded as ``small_object_size``
+SMALL_OBJECT_PERCENTILE = 5.0
 
 PathLike = str | os.PathLike
 
@@ -101,7 +103,8 @@ def compute_dataset_properties(
     Returns:
         JSON-ready dict: ``n_images``, ``n_objects``, ``max_objects_per_image``, ``spatial_dims``, ``spacing``,
         ``spacing_source`` (``"argument"``, ``"metadata"``, ``"default"`` or ``"unit"``),
-        ``min_object_size``, ``mean_object_size``, ``max_object_size`` (pixels), ``object_extent_mean`` and
+        ``min_object_size``, ``mean_object_size``, ``max_object_size``, ``small_object_size`` (the 5th percentile of
+        the object sizes: the threshold search never drops objects larger than it; pixels), ``object_extent_mean`` and
         ``object_extent_std`` (bounding-box extent per axis, pixels), ``crop_size`` (per axis:
         ``mean + 5 std`` rounded up to a multiple of 8), ``foreground_weight`` (background / foreground voxels),
         ``image_shape_min``, ``image_shape_max``, ``one_hot``.
@@ -145,6 +148,7 @@ def compute_dataset_properties(
         "min_object_size": int(sizes.min()),
         "mean_object_size": float(sizes.mean()),
         "max_object_size": int(sizes.max()),
+        "small_object_size": int(np.percentile(sizes, SMALL_OBJECT_PERCENTILE)),
         "object_extent_mean": [float(m) for m in mean],
         "object_extent_std": [float(s) for s in std],
         "crop_size": crop,

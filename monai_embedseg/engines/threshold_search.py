@@ -118,6 +118,10 @@ class ThresholdSearch:
             tuned thresholds (ties: the last step); if the last step wins, it is written to ``checkpoint``. During
             training the best model is chosen at the paper's thresholds, which a model still learning to reach
             seed 0.9 fails although it separates the objects well at 0.6.
+        max_min_object_size: the largest minimum size the search may choose (e.g. the 5th percentile of the
+            training objects' sizes, ``small_object_size`` of the dataset properties): a few validation images can
+            reward dropping objects as large as many seen in training, a setting that fits those images only.
+            ``None``: no bound.
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class ThresholdSearch:
         compare_final: bool = False,
         search_border: bool = True,
         search_without_tta: bool = True,
+        max_min_object_size: int | None = None,
     ) -> None:
         self.network = network
         self.search_border = bool(search_border)
@@ -155,6 +160,7 @@ class ThresholdSearch:
         self.output_file = output_file
         self.min_object_size = int(min_object_size)
         self.mean_object_size = mean_object_size
+        self.max_min_object_size = None if max_min_object_size is None else int(max_min_object_size)
         self.checkpoint = checkpoint
         self.load_into = load_into if load_into is not None else network
         self.spacing = spacing
@@ -275,6 +281,8 @@ class ThresholdSearch:
         sizes = {self.min_object_size}
         if self.mean_object_size:
             sizes |= {max(self.min_object_size, int(round(f * self.mean_object_size))) for f in self.min_size_factors}
+        if self.max_min_object_size is not None:
+            sizes = {m for m in sizes if m <= max(self.max_min_object_size, self.min_object_size)}
         size_scores = {m: (scores[best] if m == self.min_object_size else self.score(preds, *best, m)) for m in sizes}
         min_size = max(sorted(sizes), key=lambda m: (round(size_scores[m], 6), m == self.min_object_size))
         ap = size_scores[min_size]
