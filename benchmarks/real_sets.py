@@ -131,7 +131,8 @@ def _at_minutes(bundle: str, out: Path, common: dict, args: argparse.Namespace) 
 
 def _train_and_evaluate(name: str, bundle: str, data_dir: Path, args: argparse.Namespace) -> dict:
     out = Path(args.output) / name
-    common = {"dataset_dir": str(data_dir), "output_dir": str(out)}
+    # config overrides for every workflow of the run (``args.overrides``, set by bench_cv.py; none from main below)
+    common = {**getattr(args, "overrides", {}), "dataset_dir": str(data_dir), "output_dir": str(out)}
     schedule = {} if args.epochs is None else {"epochs": args.epochs}
     for key in ("samples_per_epoch", "accumulation_steps", "learning_rate", "val_interval"):
         if getattr(args, key) is not None:
