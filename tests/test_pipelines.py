@@ -12,7 +12,7 @@ from monai.data import CacheDataset
 from monai.transforms import RandFlipd, RandRotate90d
 
 from monai_embedseg.bundle.paths import bundle_path
-from monai_embedseg.bundle.pipelines import as_slices, blur_sigmas, square_in_plane
+from monai_embedseg.bundle.pipelines import as_slices, blur_sigmas, square_in_plane, switch
 from monai_embedseg.data.datalist import release_datalist
 from monai_embedseg.data.io import TiffReader
 from monai_embedseg.data.synthetic import write_synthetic_dataset
@@ -198,3 +198,10 @@ def test_augmentation_is_switched_off_in_the_config():
     names = [type(t).__name__ for t in xs.get_parsed_content("train#preprocessing").transforms]
     assert not {"RandZoomd", "RandAdjustContrastd", "RandGaussianSmoothd", "RandGaussianNoised"} & set(names)
     assert "RandScaleIntensityd" not in names and "RandShiftIntensityd" not in names
+    as_typed = parsed("synthetic_2d", crop_size=[32, 32], **{"augmentation#zoom": "false"})  # a command-line override
+    assert "RandZoomd" not in [type(t).__name__ for t in as_typed.get_parsed_content("train#preprocessing").transforms]
+    assert switch("True") is True and switch(False) is False
+    with pytest.raises(ValueError, match="augmentation#zoom must be true or false, got 'no'"):
+        parsed("synthetic_2d", crop_size=[32, 32], **{"augmentation#zoom": "no"}).get_parsed_content(
+            "train#preprocessing"
+        )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["square_in_plane", "as_slices", "blur_sigmas"]
+__all__ = ["square_in_plane", "as_slices", "blur_sigmas", "switch"]
 
 
 def square_in_plane(crop_size: Sequence[int]) -> list[int]:
@@ -60,3 +60,14 @@ def blur_sigmas(
     finest = min(steps)
     ranges = [(low * finest / s, high * finest / s) for s in steps]
     return ranges + [ranges[-1]] * (3 - len(ranges))
+
+
+def switch(value: bool | str, name: str = "setting") -> bool:
+    """A config switch as a bool: ``True`` / ``False``, or the strings ``"true"`` / ``"false"`` (any case) that a
+    command-line override such as ``--augmentation#zoom false`` passes; anything else is refused, naming ``name``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    name = name.replace("::", "#")  # MONAI writes an id's "#" as "::" inside a "$" expression, string literals too
+    raise ValueError(f"{name} must be true or false, got {value!r}")
