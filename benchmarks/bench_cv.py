@@ -189,6 +189,7 @@ def main() -> None:
     p.add_argument("--no-tta", dest="tta", action="store_false")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--dry-run", action="store_true", help="write the folds and print the plan; no training")
+    p.add_argument("--only-folds", dest="only_folds", type=int, nargs="+", metavar="I", help="train these folds only")
     args = p.parse_args()
 
     from monai_embedseg.bundle.paths import resolve_bundle
@@ -205,7 +206,10 @@ def main() -> None:
         sys.exit(f"--variants: names must differ, got {names}")
     base = dict(args.override) | ({} if args.max_minutes is None else {"max_minutes": args.max_minutes})
     variants = [(v, {**base, **ov}) for v, ov in args.variants]
-    for i in range(args.folds):
+    chosen = range(args.folds) if not args.only_folds else sorted(set(args.only_folds))
+    if any(not 0 <= i < args.folds for i in chosen):
+        sys.exit(f"--only-folds: fold numbers run from 0 to {args.folds - 1}, got {args.only_folds}")
+    for i in chosen:
         for v, ov in variants:
             run = args.output / "runs" / f"fold{i}" / v
             if not args.dry_run and run.is_dir() and any(run.iterdir()) and not ov.get("overwrite"):
@@ -256,6 +260,8 @@ def main() -> None:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     rows: list[dict] = []
     for i, fold_plan in enumerate(plan):
+        if i not in chosen:
+            continue
         for v, ov in variants:
             name = f"fold{i}/{v}"
             real_args = argparse.Namespace(
