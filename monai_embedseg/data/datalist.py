@@ -20,7 +20,7 @@ import numpy as np
 
 PathLike = str | os.PathLike
 
-__all__ = ["release_datalist", "split_train_val", "IMAGE_SUFFIXES", "file_stem"]
+__all__ = ["release_datalist", "split_train_val", "scan_images", "IMAGE_SUFFIXES", "file_stem"]
 
 #: recognised image suffixes (lower case), longest first so that ``.nii.gz`` wins over ``.gz``
 IMAGE_SUFFIXES = (".nii.gz", ".tiff", ".tif", ".nii")
@@ -36,8 +36,9 @@ def file_stem(name: PathLike) -> str | None:
     return None
 
 
-def _scan(folder: Path) -> dict[str, str]:
-    """Map stem -> path for the image files in ``folder``; duplicate stems are an error."""
+def scan_images(folder: Path) -> dict[str, str]:
+    """Map stem -> path for the image files in ``folder`` (hidden and unrecognised files ignored); duplicate stems
+    are an error, a missing folder too."""
     if not folder.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")
     found: dict[str, str] = {}
@@ -88,11 +89,11 @@ def release_datalist(root: PathLike, split: str = "train", one_hot: bool | str =
             f"split {split!r} not found: {split_p} does not exist "
             f"(splits available in {root_p}: {available or 'none'})."
         )
-    images = _scan(split_p / "images")
-    masks = _scan(split_p / "masks")
+    images = scan_images(split_p / "images")
+    masks = scan_images(split_p / "masks")
     onehot_dir = split_p / "masks_onehot"
     use_onehot = one_hot is True or (one_hot == "auto" and onehot_dir.is_dir())
-    onehots = _scan(onehot_dir) if use_onehot else {}
+    onehots = scan_images(onehot_dir) if use_onehot else {}
     if not images:
         raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {split_p / 'images'}.")
     problems = []

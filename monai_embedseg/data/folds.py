@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from monai_embedseg.data.datalist import file_stem
+from monai_embedseg.data.datalist import file_stem, scan_images
 from monai_embedseg.data.io import TIFF_SUFFIXES, as_label_dtype, read_tiff_with_spacing, write_tiff
 from monai_embedseg.utils.files import check_output_apart
 
@@ -45,25 +45,8 @@ GROUPINGS = ("consecutive", "interleaved")
 
 
 # ------------------------------------------------------------------------------------------------------------ items
-def _scan_images(folder: Path) -> dict[str, Path]:
-    """Map file stem -> path for the image files in ``folder`` (hidden and unrecognised files ignored)."""
-    found: dict[str, Path] = {}
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
-        stem = file_stem(entry.name)
-        if stem is None:
-            continue
-        if stem in found:
-            raise ValueError(
-                f"two files with the same name stem {stem!r} in {folder}: {found[stem].name}, {entry.name}"
-            )
-        found[stem] = entry
-    return found
-
-
 def _split_items(split_dir: Path, split: str) -> list[dict]:
-    images = _scan_images(split_dir / "images")
+    images = scan_images(split_dir / "images")
     if not images:
         raise ValueError(f"no image files ({', '.join(TIFF_SUFFIXES)}, .nii, .nii.gz) in {split_dir / 'images'}.")
     folders = {"masks": split_dir / "masks"}
@@ -73,7 +56,7 @@ def _split_items(split_dir: Path, split: str) -> list[dict]:
     for key, folder in folders.items():
         if not folder.is_dir():
             raise FileNotFoundError(f"no masks folder {folder} for the images in {split_dir / 'images'}.")
-        found[key] = _scan_images(folder)
+        found[key] = scan_images(folder)
         missing = sorted(set(images) - set(found[key]))
         if missing:
             shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
